@@ -1,0 +1,245 @@
+//! The apply layer: where requests change the store, one at a time, in order.
+//!
+//! Writes are proposals sent to a single apply thread. It takes every proposal queued at that
+//! moment (up to `MAX_BATCH`), applies them in order into one storage batch and commits it with
+//! one fsync; only then are the proposers answered (group commit: one fsync for many writes,
+//! no acknowledgement before it). When replication lands, the same apply runs on committed log
+//! entries and the sync moves to the raft log.
+
+pub mod check;
+pub mod kv;
+
+use std::sync::Arc;
+use std::thread;
+
+use rkv_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use rkv_storage::{AppliedIndex, Durability, ScheduledCompaction, Store, Writer};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error};
+
+use crate::error::{Result, ServerError};
+use kv::LeaseLookup;
+
+/// Most proposals applied in one batch (one fsync).
+const MAX_BATCH: usize = 256;
+/// Proposals waiting for the apply thread before proposers wait for room.
+const QUEUE_DEPTH: usize = 4096;
+
+#[derive(Debug)]
+pub enum Command {
+    Put(PutRequest),
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+    Compact(CompactionRequest),
+}
+
+#[derive(Debug)]
+pub enum CommandResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compact(CompactionResponse),
+}
+
+struct Proposal {
+    command: Command,
+    reply: oneshot::Sender<Result<CommandResponse>>,
+}
+
+/// No lease exists until the lease service can grant one.
+pub struct NoLeases;
+
+impl LeaseLookup for NoLeases {
+    fn lease_exists(&self, _id: i64) -> bool {
+        false
+    }
+}
+
+/// The handle proposers use; cloning it is cheap.
+#[derive(Clone)]
+pub struct Applier {
+    tx: mpsc::Sender<Proposal>,
+}
+
+impl Applier {
+    /// Starts the apply thread over `store`. It ends when every `Applier` clone is dropped.
+    pub fn start(store: Arc<Store>, term: u64) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        thread::Builder::new()
+            .name("rkv-apply".into())
+            .spawn(move || apply_loop(store, rx, term))?;
+        Ok(Self { tx })
+    }
+
+    /// Proposes a write and waits until it is applied and durable.
+    pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal { command, reply })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        rx.await.map_err(|_| ServerError::Stopped)?
+    }
+}
+
+/// A result whose reply waits for a physical compaction.
+struct Pending {
+    reply: oneshot::Sender<Result<CommandResponse>>,
+    result: Result<CommandResponse>,
+    compaction: Option<(ScheduledCompaction, bool)>,
+}
+
+fn apply_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Proposal>, term: u64) {
+    let mut applied = match store.applied_index() {
+        Ok(a) => a.index,
+        Err(e) => {
+            error!(error = %e, "cannot read the applied index; apply stops");
+            return;
+        }
+    };
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut writer = match store.writer() {
+            Ok(w) => w,
+            Err(e) => {
+                fail_all(batch, &e.to_string());
+                continue;
+            }
+        };
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut broken = None;
+        for proposal in batch {
+            let (result, compaction) = match apply_command(&mut writer, &proposal.command) {
+                Ok((resp, compaction)) => (Ok(resp), compaction),
+                Err(ServerError::Storage(e)) if !is_client_error(&e) => {
+                    broken = Some(e.to_string());
+                    (Err(ServerError::Stopped), None)
+                }
+                Err(e) => (Err(e), None),
+            };
+            pending.push(Pending { reply: proposal.reply, result, compaction });
+            if broken.is_some() {
+                break;
+            }
+        }
+        if let Some(reason) = broken {
+            error!(%reason, "apply failed; the member stops serving writes");
+            drop(writer);
+            for p in pending {
+                let _ = p.reply.send(Err(ServerError::Stopped));
+            }
+            return;
+        }
+        applied += 1;
+        match writer.commit(AppliedIndex { term, index: applied }, Durability::Sync) {
+            Ok(committed) => {
+                debug!(rev = committed.current_rev, writes = pending.len(), "applied batch");
+                for p in pending {
+                    finish(&store, p);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "commit failed; the member stops serving writes");
+                for p in pending {
+                    let _ = p.reply.send(Err(ServerError::Stopped));
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn is_client_error(e: &rkv_storage::StorageError) -> bool {
+    matches!(e, rkv_storage::StorageError::Compacted | rkv_storage::StorageError::FutureRevision)
+}
+
+fn fail_all(batch: Vec<Proposal>, reason: &str) {
+    error!(%reason, "cannot start a write batch");
+    for p in batch {
+        let _ = p.reply.send(Err(ServerError::Stopped));
+    }
+}
+
+/// Answers a proposal whose batch is durable; a physical compaction answers when it is done.
+fn finish(store: &Arc<Store>, p: Pending) {
+    let Some((scheduled, physical)) = p.compaction else {
+        let _ = p.reply.send(p.result);
+        return;
+    };
+    let store = Arc::clone(store);
+    let reply = if physical {
+        Some(p.reply)
+    } else {
+        let _ = p.reply.send(p.result);
+        None
+    };
+    let result = p.result_for_physical();
+    let spawned = thread::Builder::new().name("rkv-compact".into()).spawn(move || {
+        let done = store.finish_compaction(&scheduled);
+        if let Err(e) = &done {
+            error!(error = %e, rev = scheduled.rev, "physical compaction failed");
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(done.map_err(ServerError::from).and(result));
+        }
+    });
+    if let Err(e) = spawned {
+        error!(error = %e, "cannot start the compaction thread");
+    }
+}
+
+impl Pending {
+    /// The response to send once a physical compaction finishes (a copy: the reply may already
+    /// have been sent for a non-physical one).
+    fn result_for_physical(&self) -> Result<CommandResponse> {
+        match &self.result {
+            Ok(CommandResponse::Compact(c)) => Ok(CommandResponse::Compact(c.clone())),
+            _ => Err(ServerError::Stopped),
+        }
+    }
+}
+
+type Applied = (CommandResponse, Option<(ScheduledCompaction, bool)>);
+
+fn apply_command(writer: &mut Writer<'_>, command: &Command) -> Result<Applied> {
+    match command {
+        Command::Put(p) => {
+            let mut txn = writer.txn();
+            kv::check_put(&txn, p, &NoLeases)?;
+            let resp = kv::put(&mut txn, p)?;
+            txn.end();
+            Ok((CommandResponse::Put(resp), None))
+        }
+        Command::DeleteRange(d) => {
+            let mut txn = writer.txn();
+            let resp = kv::delete_range(&mut txn, d)?;
+            txn.end();
+            Ok((CommandResponse::DeleteRange(resp), None))
+        }
+        Command::Txn(t) => {
+            let mut txn = writer.txn();
+            let path = kv::compare_to_path(&txn, t)?;
+            kv::check_txn_requests(&txn, t, &path, &NoLeases, true)?;
+            let mut resp = kv::execute_txn(&mut txn, t, &path)?;
+            let rev = txn.end();
+            resp.header = Some(ResponseHeader { revision: rev, ..Default::default() });
+            Ok((CommandResponse::Txn(resp), None))
+        }
+        Command::Compact(c) => {
+            let scheduled = writer.compact(c.revision)?;
+            let resp = CompactionResponse {
+                header: Some(ResponseHeader { revision: writer.rev(), ..Default::default() }),
+            };
+            Ok((CommandResponse::Compact(resp), Some((scheduled, c.physical))))
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The member's configuration from etcd's command-line flags and `ETCD_*` environment variables.
+//!
+//! etcd parses flags with Go's `flag` package: `-name` and `--name` are the same flag, and a
+//! boolean flag takes its value only as `--flag=false`. `normalize_args` turns that into what
+//! clap expects. Flags of etcd 3.5/3.6 that rkv does not use (yet) are accepted and reported by
+//! `Config::ignored` so that etcd's own command lines (kubeadm's manifest, systemd units) start
+//! rkv unchanged; a flag etcd does not know is an error, as in etcd.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// etcd's default client URL.
+pub const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
+/// etcd's default `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024 + 512 * 1024;
+/// gRPC messages may exceed `--max-request-bytes` by this much before gRPC itself refuses them
+/// (etcd's `grpcOverheadBytes`); in between etcd answers "request is too large".
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// etcd's default backend quota when `--quota-backend-bytes` is 0.
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// etcd flags rkv accepts without using them yet, and whether each is a boolean.
+const IGNORED_FLAGS: &[(&str, bool)] = &[
+    ("wal-dir", false),
+    ("snapshot-count", false),
+    ("heartbeat-interval", false),
+    ("election-timeout", false),
+    ("initial-election-tick-advance", false),
+    ("listen-peer-urls", false),
+    ("listen-client-http-urls", false),
+    ("max-snapshots", false),
+    ("max-wals", false),
+    ("backend-bbolt-freelist-type", false),
+    ("backend-batch-interval", false),
+    ("backend-batch-limit", false),
+    ("grpc-keepalive-min-time", false),
+    ("grpc-keepalive-interval", false),
+    ("grpc-keepalive-timeout", false),
+    ("socket-reuse-port", true),
+    ("socket-reuse-address", true),
+    ("unsafe-no-fsync", true),
+    ("initial-advertise-peer-urls", false),
+    ("initial-cluster", false),
+    ("initial-cluster-state", false),
+    ("discovery", false),
+    ("discovery-fallback", false),
+    ("discovery-proxy", false),
+    ("discovery-srv", false),
+    ("discovery-srv-name", false),
+    ("discovery-token", false),
+    ("discovery-endpoints", false),
+    ("strict-reconfig-check", true),
+    ("pre-vote", true),
+    ("enable-v2", true),
+    ("v2-deprecation", false),
+    ("enable-grpc-gateway", true),
+    ("cert-file", false),
+    ("key-file", false),
+    ("client-cert-auth", true),
+    ("client-crl-file", false),
+    ("client-cert-allowed-hostname", false),
+    ("trusted-ca-file", false),
+    ("auto-tls", true),
+    ("peer-cert-file", false),
+    ("peer-key-file", false),
+    ("peer-client-cert-auth", true),
+    ("peer-trusted-ca-file", false),
+    ("peer-auto-tls", true),
+    ("peer-cert-allowed-cn", false),
+    ("peer-cert-allowed-hostname", false),
+    ("peer-crl-file", false),
+    ("cipher-suites", false),
+    ("cors", false),
+    ("host-whitelist", false),
+    ("tls-min-version", false),
+    ("tls-max-version", false),
+    ("self-signed-cert-validity", false),
+    ("logger", false),
+    ("log-outputs", false),
+    ("log-format", false),
+    ("enable-log-rotation", true),
+    ("log-rotation-config-json", false),
+    ("proxy", false),
+    ("proxy-failure-wait", false),
+    ("proxy-refresh-interval", false),
+    ("proxy-dial-timeout", false),
+    ("proxy-write-timeout", false),
+    ("proxy-read-timeout", false),
+    ("enable-pprof", true),
+    ("metrics", false),
+    ("listen-metrics-urls", false),
+    ("auth-token", false),
+    ("bcrypt-cost", false),
+    ("auth-token-ttl", false),
+    ("force-new-cluster", true),
+    ("config-file", false),
+    ("feature-gates", false),
+    ("experimental-initial-corrupt-check", true),
+    ("experimental-corrupt-check-time", false),
+    ("experimental-compact-hash-check-enabled", true),
+    ("experimental-compact-hash-check-time", false),
+    ("experimental-enable-v2v3", false),
+    ("experimental-enable-lease-checkpoint", true),
+    ("experimental-enable-lease-checkpoint-persist", true),
+    ("experimental-compaction-batch-limit", false),
+    ("experimental-compaction-sleep-interval", false),
+    ("experimental-peer-skip-client-san-verification", true),
+    ("experimental-watch-progress-notify-interval", false),
+    ("experimental-warning-apply-duration", false),
+    ("experimental-warning-unary-request-duration", false),
+    ("experimental-txn-mode-write-with-shared-buffer", true),
+    ("experimental-bootstrap-defrag-threshold-megabytes", false),
+    ("experimental-enable-distributed-tracing", true),
+    ("experimental-distributed-tracing-address", false),
+    ("experimental-distributed-tracing-service-name", false),
+    ("experimental-distributed-tracing-instance-id", false),
+    ("experimental-distributed-tracing-sampling-rate", false),
+    ("experimental-downgrade-check-time", false),
+    ("experimental-memory-mlock", true),
+    ("experimental-max-learners", false),
+    ("experimental-stop-grpc-service-on-defrag", true),
+    ("experimental-snapshot-catchup-entries", false),
+    ("experimental-wait-cluster-ready-timeout", false),
+];
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rkv",
+    about = "rkv: a key-value store that speaks the etcd v3 API",
+    disable_version_flag = true
+)]
+pub struct Flags {
+    /// Print the version and exit.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub version: Option<bool>,
+
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: <name>.rkv).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// List of URLs to listen on for client traffic.
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
+    pub listen_client_urls: String,
+
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = DEFAULT_CLIENT_URL)]
+    pub advertise_client_urls: String,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: usize,
+
+    /// Raise alarms when backend size exceeds the given quota (0 defaults to 2 GiB).
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+
+    /// Interpret 'auto-compaction-retention' as 'periodic' (duration) or 'revision' (count).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// Auto compaction retention (0 disables it); a bare number in periodic mode is hours.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// Initial cluster token: part of the cluster and member IDs, as in etcd.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    Disabled,
+    /// Keep the history of the last `retention`.
+    Periodic(Duration),
+    /// Keep the last N revisions.
+    Revision(i64),
+}
+
+/// A validated member configuration (what the embed API takes).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_addrs: Vec<SocketAddr>,
+    pub listen_client_urls: Vec<String>,
+    pub advertise_client_urls: Vec<String>,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub quota_backend_bytes: u64,
+    pub auto_compaction: AutoCompaction,
+    pub initial_cluster_token: String,
+    pub log_level: String,
+    /// etcd flags given that rkv accepts but does not use yet (logged at start).
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// A single-member configuration with etcd's defaults, serving on `client_addr`.
+    pub fn new(name: &str, data_dir: impl Into<PathBuf>, client_addr: SocketAddr) -> Self {
+        let url = format!("http://{client_addr}");
+        Config {
+            name: name.to_string(),
+            data_dir: data_dir.into(),
+            listen_client_addrs: vec![client_addr],
+            listen_client_urls: vec![url.clone()],
+            advertise_client_urls: vec![url],
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_txn_ops: 128,
+            quota_backend_bytes: DEFAULT_QUOTA_BYTES,
+            auto_compaction: AutoCompaction::Disabled,
+            initial_cluster_token: "etcd-cluster".into(),
+            log_level: "info".into(),
+            ignored: Vec::new(),
+        }
+    }
+
+    /// Parses etcd's command line (and `ETCD_*` variables). Returns None for `--version`.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, clap::Error> {
+        let (args, ignored) = normalize_args(args.into_iter().collect());
+        let flags = Flags::try_parse_from(args)?;
+        if flags.version == Some(true) {
+            return Ok(None);
+        }
+        let mut ignored = ignored;
+        ignored.extend(ignored_env_vars());
+        Config::from_flags(flags, ignored)
+            .map(Some)
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
+    }
+
+    fn from_flags(flags: Flags, ignored: Vec<String>) -> Result<Config, ConfigError> {
+        let data_dir = flags
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("{}.rkv", flags.name)));
+        let listen_client_urls = split_urls(&flags.listen_client_urls);
+        let mut listen_client_addrs = Vec::new();
+        for url in &listen_client_urls {
+            listen_client_addrs.extend(parse_client_url(url)?);
+        }
+        let auto_compaction = parse_auto_compaction(&flags.auto_compaction_mode, &flags.auto_compaction_retention)?;
+        if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&flags.log_level.as_str()) {
+            return Err(ConfigError::Invalid(format!(
+                "unknown log level {:?} (debug, info, warn, error, panic or fatal)",
+                flags.log_level
+            )));
+        }
+        let quota_backend_bytes = match flags.quota_backend_bytes {
+            q if q < 0 => return Err(ConfigError::Invalid("--quota-backend-bytes must not be negative".into())),
+            0 => DEFAULT_QUOTA_BYTES,
+            q => q as u64,
+        };
+        Ok(Config {
+            name: flags.name,
+            data_dir,
+            listen_client_addrs,
+            listen_client_urls,
+            advertise_client_urls: split_urls(&flags.advertise_client_urls),
+            max_request_bytes: flags.max_request_bytes,
+            max_txn_ops: flags.max_txn_ops,
+            quota_backend_bytes,
+            auto_compaction,
+            initial_cluster_token: flags.initial_cluster_token,
+            log_level: flags.log_level,
+            ignored,
+        })
+    }
+}
+
+fn split_urls(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
+}
+
+/// `http://host:port` to the addresses to listen on ("localhost" is the loopback, as Go's
+/// listener resolves it).
+fn parse_client_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    let rest = if let Some(rest) = url.strip_prefix("http://") {
+        rest
+    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+        return Err(ConfigError::Invalid(format!(
+            "listen URL {url}: TLS client URLs are not supported yet (see docs/compatibility.md)"
+        )));
+    } else {
+        return Err(ConfigError::Invalid(format!(
+            "listen URL {url}: URL scheme must be http, https, unix, or unixs"
+        )));
+    };
+    let hostport = rest.trim_end_matches('/');
+    if hostport.contains('/') {
+        return Err(ConfigError::Invalid(format!("listen URL {url}: URL must not contain a path")));
+    }
+    let hostport = hostport.replacen("localhost:", "127.0.0.1:", 1);
+    let addrs: Vec<SocketAddr> = hostport
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::Invalid(format!("listen URL {url}: {e}")))?
+        .collect();
+    match addrs.first() {
+        Some(first) => Ok(vec![*first]),
+        None => Err(ConfigError::Invalid(format!("listen URL {url}: no address"))),
+    }
+}
+
+fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, ConfigError> {
+    let bad = || ConfigError::Invalid(format!("invalid auto compaction retention {retention:?} for mode {mode:?}"));
+    match mode {
+        "periodic" => {
+            if let Ok(hours) = retention.parse::<i64>() {
+                if hours < 0 {
+                    return Err(bad());
+                }
+                return Ok(if hours == 0 {
+                    AutoCompaction::Disabled
+                } else {
+                    AutoCompaction::Periodic(Duration::from_secs(hours as u64 * 3600))
+                });
+            }
+            let d = parse_go_duration(retention).ok_or_else(bad)?;
+            Ok(if d.is_zero() { AutoCompaction::Disabled } else { AutoCompaction::Periodic(d) })
+        }
+        "revision" => {
+            let n = retention.parse::<i64>().map_err(|_| bad())?;
+            Ok(match n {
+                0 => AutoCompaction::Disabled,
+                n if n > 0 => AutoCompaction::Revision(n),
+                _ => return Err(bad()),
+            })
+        }
+        other => Err(ConfigError::Invalid(format!("unknown auto-compaction-mode {other:?}"))),
+    }
+}
+
+/// Go's `time.ParseDuration` for the units etcd users write (h, m, s, ms), e.g. "1h30m", "5m".
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "h" => value * 3600.0,
+            "m" => value * 60.0,
+            "s" => value,
+            "ms" => value / 1000.0,
+            "us" | "µs" => value / 1e6,
+            "ns" => value / 1e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += Duration::from_secs_f64(secs);
+    }
+    Some(total)
+}
+
+/// Go-style arguments to clap's: `-flag` becomes `--flag`; flags in `IGNORED_FLAGS` are taken
+/// out (with their value) and returned for the log.
+fn normalize_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut ignored = Vec::new();
+    let mut iter = args.into_iter();
+    if let Some(program) = iter.next() {
+        out.push(program);
+    }
+    while let Some(arg) = iter.next() {
+        let long = match arg.strip_prefix("--") {
+            Some(_) => arg.clone(),
+            None if arg.starts_with('-') && arg.len() > 2 => format!("-{arg}"),
+            None => arg.clone(),
+        };
+        let Some(body) = long.strip_prefix("--") else {
+            out.push(long);
+            continue;
+        };
+        let name = body.split('=').next().unwrap_or(body);
+        match IGNORED_FLAGS.iter().find(|(n, _)| *n == name) {
+            Some((_, is_bool)) => {
+                if !body.contains('=') && !is_bool {
+                    if let Some(value) = iter.next() {
+                        ignored.push(format!("--{name}={value}"));
+                        continue;
+                    }
+                }
+                ignored.push(long.clone());
+            }
+            None => out.push(long),
+        }
+    }
+    (out, ignored)
+}
+
+fn ignored_env_vars() -> Vec<String> {
+    IGNORED_FLAGS
+        .iter()
+        .map(|(name, _)| format!("ETCD_{}", name.to_uppercase().replace('-', "_")))
+        .filter_map(|var| std::env::var(&var).ok().map(|v| format!("{var}={v}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Option<Config>, clap::Error> {
+        Config::from_args(std::iter::once("rkv").chain(args.iter().copied()).map(String::from))
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = parse(&[]).ok().flatten().unwrap_or_else(|| panic!("defaults must parse"));
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.rkv"));
+        assert_eq!(c.listen_client_addrs, vec!["127.0.0.1:2379".parse().unwrap_or_else(|_| panic!())]);
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+        assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
+        assert_eq!(c.auto_compaction, AutoCompaction::Disabled);
+    }
+
+    #[test]
+    fn go_style_flags_and_ignored_flags() {
+        let c = parse(&[
+            "-name", "infra0",
+            "--data-dir=/tmp/x",
+            "--snapshot-count", "10000",
+            "--client-cert-auth",
+            "--peer-client-cert-auth=true",
+            "--experimental-initial-corrupt-check=true",
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=1000",
+        ])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("kubeadm-style flags must parse"));
+        assert_eq!(c.name, "infra0");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.auto_compaction, AutoCompaction::Revision(1000));
+        assert!(c.ignored.contains(&"--snapshot-count=10000".to_string()));
+        assert!(c.ignored.contains(&"--client-cert-auth".to_string()));
+    }
+
+    #[test]
+    fn unknown_flags_and_bad_values_are_errors() {
+        assert!(parse(&["--no-such-flag"]).is_err());
+        assert!(parse(&["--max-txn-ops=abc"]).is_err());
+        assert!(parse(&["--auto-compaction-mode=weekly"]).is_err());
+        assert!(parse(&["--listen-client-urls=ftp://x:1"]).is_err());
+    }
+
+    #[test]
+    fn version_flag() {
+        assert!(matches!(parse(&["--version"]), Ok(None)));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("x"), None);
+    }
+}

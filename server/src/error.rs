@@ -1,0 +1,38 @@
+//! Errors of the server layer: etcd's request errors plus the storage layer's.
+//! `status.rs` maps each to etcd's gRPC code and wire string; nothing else formats them.
+
+use rkv_storage::StorageError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("key not found")]
+    KeyNotFound,
+    #[error("value is provided")]
+    ValueProvided,
+    #[error("lease is provided")]
+    LeaseProvided,
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("invalid sort option")]
+    InvalidSortOption,
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    #[error("request is too large")]
+    RequestTooLarge,
+    /// A request bigger than the gRPC receive limit (grpc-go's wording, which etcd returns).
+    #[error("received message larger than max ({size} vs. {limit})")]
+    MessageTooLarge { size: usize, limit: usize },
+    #[error("database space exceeded")]
+    NoSpace,
+    #[error("server stopped")]
+    Stopped,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;

@@ -1,0 +1,73 @@
+//! The one place where errors become gRPC statuses: etcd's codes and exact wire strings
+//! (etcd `api/v3rpc/rpctypes/error.go`). Clients compare these strings literally.
+
+use rkv_storage::StorageError;
+use tonic::{Code, Status};
+
+use crate::error::ServerError;
+
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Self {
+        let (code, msg): (Code, String) = match &e {
+            ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided".into()),
+            ServerError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found".into()),
+            ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided".into()),
+            ServerError::LeaseProvided => (Code::InvalidArgument, "etcdserver: lease is provided".into()),
+            ServerError::TooManyOps => {
+                (Code::InvalidArgument, "etcdserver: too many operations in txn request".into())
+            }
+            ServerError::DuplicateKey => {
+                (Code::InvalidArgument, "etcdserver: duplicate key given in txn request".into())
+            }
+            ServerError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option".into()),
+            ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".into()),
+            ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large".into()),
+            ServerError::MessageTooLarge { size, limit } => (
+                Code::ResourceExhausted,
+                format!("grpc: received message larger than max ({size} vs. {limit})"),
+            ),
+            ServerError::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into()),
+            ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped".into()),
+            ServerError::Storage(StorageError::Compacted) => {
+                (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into())
+            }
+            ServerError::Storage(StorageError::FutureRevision) => {
+                (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into())
+            }
+            ServerError::Storage(other) => {
+                tracing::error!(error = %other, "storage error");
+                (Code::Internal, format!("etcdserver: {other}"))
+            }
+        };
+        Status::new(code, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_strings_are_etcds() {
+        let cases = [
+            (ServerError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
+            (ServerError::TooManyOps, Code::InvalidArgument, "etcdserver: too many operations in txn request"),
+            (ServerError::DuplicateKey, Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
+            (ServerError::LeaseNotFound, Code::NotFound, "etcdserver: requested lease not found"),
+            (
+                ServerError::Storage(StorageError::Compacted),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
+            (
+                ServerError::Storage(StorageError::FutureRevision),
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
+        ];
+        for (err, code, msg) in cases {
+            let status = Status::from(err);
+            assert_eq!((status.code(), status.message()), (code, msg));
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! rkv's storage layer: etcd's MVCC model on RocksDB.
+//!
+//! Owns everything RocksDB knows: the revisioned history (`kv` column family), the in-memory
+//! key index rebuilt from it, compaction, and the applied position of the replicated log. It
+//! knows nothing of gRPC, raft or clients; the server's apply layer drives it.
+//!
+//! Rules it upholds (see DESIGN.md "Durability rules"):
+//! - a `Writer::commit` with `Durability::Sync` returns only after the batch is fsynced;
+//! - the applied position and the current revision are in the same batch as the changes;
+//! - readers never see a revision before its batch is durable;
+//! - after restart the revision never decreases and the compacted revision is kept.
+
+mod compact;
+mod error;
+mod index;
+mod key_index;
+mod revision;
+mod store;
+mod write;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use error::{Result, StorageError};
+pub use index::KeyRange;
+pub use revision::Revision;
+pub use store::{AppliedIndex, KvRead, RangeOptions, ReadView, RangeResult, Store, INITIAL_REVISION, NEVER_COMPACTED};
+pub use write::{Committed, Durability, ScheduledCompaction, TxnWrite, Writer};

@@ -1,0 +1,395 @@
+//! `Store`: the MVCC key-value store on RocksDB (etcd's `kvstore.go`).
+//!
+//! Column families:
+//! - `kv`: revision (16 bytes, +`t` for a tombstone) -> protobuf `mvccpb.KeyValue`. Every change
+//!   ever made and not yet compacted; the history that reads at old revisions and watches use.
+//! - `meta`: the current and compacted revisions and the applied position, written in the same
+//!   `WriteBatch` as the changes they describe so that a crash never separates them.
+//!
+//! Readers never block on the writer beyond a short index lock: they read at the published
+//! current revision, which moves only after the writer's batch is durable, and fetch values
+//! through a RocksDB snapshot taken while the index lock is held, so a concurrent compaction
+//! cannot delete what they are about to read.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use prost::Message;
+use rkv_proto::mvccpb::KeyValue;
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, DB};
+use tracing::{info, warn};
+
+use crate::error::{Result, StorageError};
+use crate::index::{KeyRange, TreeIndex};
+use crate::revision::Revision;
+
+pub(crate) const CF_KV: &str = "kv";
+pub(crate) const CF_META: &str = "meta";
+
+pub(crate) const META_CURRENT_REV: &[u8] = b"current_rev";
+pub(crate) const META_COMPACT_REV: &[u8] = b"compact_rev";
+pub(crate) const META_FINISHED_COMPACT_REV: &[u8] = b"finished_compact_rev";
+pub(crate) const META_APPLIED: &[u8] = b"applied";
+
+/// The revision of an empty store: the first change gets revision 2, as in etcd.
+pub const INITIAL_REVISION: i64 = 1;
+/// The compacted revision of a store that was never compacted (etcd's `compactMainRev`).
+pub const NEVER_COMPACTED: i64 = -1;
+
+/// Where the state machine is in the replicated log: (term, index) of the last applied entry.
+/// Stored with every batch so that a replay after a crash starts exactly after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppliedIndex {
+    pub term: u64,
+    pub index: u64,
+}
+
+impl AppliedIndex {
+    pub(crate) fn encode(self) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.term.to_be_bytes());
+        out[8..].copy_from_slice(&self.index.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let term = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let index = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        Some(Self { term, index })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many key-values (0 = no limit); `count` is not affected.
+    pub limit: usize,
+    /// Read at this revision; <= 0 means the current revision.
+    pub rev: i64,
+    /// Count only: no key-values are returned.
+    pub count_only: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// Number of keys in the range at the read revision, regardless of `limit`.
+    pub count: usize,
+    /// The store's current revision when the read was served (what etcd puts in the header).
+    pub rev: i64,
+}
+
+/// The in-memory part of the store: guarded together so that a reader sees an index, a current
+/// revision and a compacted revision that belong together.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) index: TreeIndex,
+    /// Newest revision whose changes are durable and visible to readers.
+    pub(crate) current_rev: i64,
+    /// Reads below this revision fail with `Compacted`.
+    pub(crate) compact_rev: i64,
+}
+
+pub struct Store {
+    pub(crate) db: Arc<DB>,
+    pub(crate) state: RwLock<State>,
+    /// Serializes writers: the apply of a replicated log is sequential by nature.
+    pub(crate) writer: Mutex<WriterState>,
+    /// Serializes physical compactions so that the finished mark only moves forward.
+    pub(crate) compactor: Mutex<()>,
+    pub(crate) poisoned: AtomicBool,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    pub(crate) applied: AppliedIndex,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` and rebuilds the index from the history on disk.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = [CF_KV, CF_META]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let store = Self {
+            db: Arc::new(db),
+            state: RwLock::new(State {
+                index: TreeIndex::new(),
+                current_rev: INITIAL_REVISION,
+                compact_rev: NEVER_COMPACTED,
+            }),
+            writer: Mutex::new(WriterState {
+                applied: AppliedIndex::default(),
+            }),
+            compactor: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+        };
+        store.restore()?;
+        Ok(store)
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Corrupt(format!("column family {name} is missing")))
+    }
+
+    fn meta_i64(&self, key: &[u8]) -> Result<Option<i64>> {
+        let cf = self.cf(CF_META)?;
+        match self.db.get_cf(cf, key)? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| {
+                    StorageError::Corrupt(format!("meta {} is {} bytes", String::from_utf8_lossy(key), v.len()))
+                })?;
+                Ok(Some(i64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    /// Rebuilds the key index from the `kv` column family (etcd's `restore`), then finishes a
+    /// compaction that a crash interrupted.
+    fn restore(&self) -> Result<()> {
+        let kv_cf = self.cf(CF_KV)?;
+        let mut index = TreeIndex::new();
+        let mut newest = INITIAL_REVISION;
+        let mut entries = 0u64;
+        for item in self.db.iterator_cf(kv_cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let (rev, tombstone) = Revision::decode(&k)
+                .ok_or_else(|| StorageError::Corrupt(format!("bad revision key {k:?}")))?;
+            let kv = KeyValue::decode(v.as_ref())
+                .map_err(|e| StorageError::Corrupt(format!("bad value at revision {rev}: {e}")))?;
+            newest = newest.max(rev.main);
+            entries += 1;
+            match index.key_index_mut(&kv.key) {
+                Some(ki) if tombstone => {
+                    ki.tombstone(rev);
+                }
+                Some(ki) => ki.put(rev),
+                // A key whose history starts with a tombstone was compacted away.
+                None if tombstone => {}
+                None => index.restore(&kv.key, Revision::new(kv.create_revision, 0), rev, kv.version),
+            }
+        }
+        let compact_rev = self.meta_i64(META_COMPACT_REV)?.unwrap_or(NEVER_COMPACTED);
+        let finished = self.meta_i64(META_FINISHED_COMPACT_REV)?.unwrap_or(NEVER_COMPACTED);
+        let current_rev = self
+            .meta_i64(META_CURRENT_REV)?
+            .unwrap_or(INITIAL_REVISION)
+            .max(newest)
+            .max(compact_rev);
+        let applied = match self.db.get_cf(self.cf(CF_META)?, META_APPLIED)? {
+            Some(v) => AppliedIndex::decode(&v)
+                .ok_or_else(|| StorageError::Corrupt("bad applied index".to_string()))?,
+            None => AppliedIndex::default(),
+        };
+        let pending_compaction = compact_rev > finished;
+        let keep = if compact_rev >= 0 { Some(index.compact(compact_rev)) } else { None };
+        info!(
+            entries,
+            keys = index.len(),
+            current_rev,
+            compact_rev,
+            applied_index = applied.index,
+            "restored mvcc store"
+        );
+        {
+            let mut state = self.state_write()?;
+            state.index = index;
+            state.current_rev = current_rev;
+            state.compact_rev = compact_rev;
+        }
+        self.writer_lock()?.applied = applied;
+        if pending_compaction {
+            if let Some(keep) = keep {
+                warn!(compact_rev, finished, "resuming interrupted compaction");
+                self.physical_compact(compact_rev, &keep)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn state_read(&self) -> Result<RwLockReadGuard<'_, State>> {
+        self.check_poisoned()?;
+        self.state.read().map_err(|_| StorageError::Poisoned)
+    }
+
+    pub(crate) fn state_write(&self) -> Result<RwLockWriteGuard<'_, State>> {
+        self.state.write().map_err(|_| StorageError::Poisoned)
+    }
+
+    pub(crate) fn writer_lock(&self) -> Result<std::sync::MutexGuard<'_, WriterState>> {
+        self.writer.lock().map_err(|_| StorageError::Poisoned)
+    }
+
+    /// The newest revision visible to readers.
+    pub fn current_revision(&self) -> Result<i64> {
+        Ok(self.state_read()?.current_rev)
+    }
+
+    /// Reads below this revision fail with `Compacted` (-1 when never compacted).
+    pub fn compacted_revision(&self) -> Result<i64> {
+        Ok(self.state_read()?.compact_rev)
+    }
+
+    pub fn applied_index(&self) -> Result<AppliedIndex> {
+        Ok(self.writer_lock()?.applied)
+    }
+
+    /// Reads the keys of `range` as of `opts.rev` (etcd's `rangeKeys`), at the current revision.
+    pub fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult> {
+        self.read_view()?.range(range, opts)
+    }
+
+    /// Approximate bytes on disk (SST files, memtables) and bytes of live data, for Status.
+    pub fn db_size(&self) -> Result<(u64, u64)> {
+        let mut total = 0;
+        let mut live = 0;
+        for name in [CF_KV, CF_META] {
+            let cf = self.cf(name)?;
+            let prop = |p: &str| -> Result<u64> {
+                Ok(self.db.property_int_value_cf(cf, p)?.unwrap_or(0))
+            };
+            total += prop("rocksdb.total-sst-files-size")? + prop("rocksdb.size-all-mem-tables")?;
+            live += prop("rocksdb.estimate-live-data-size")? + prop("rocksdb.cur-size-all-mem-tables")?;
+        }
+        Ok((total, live.min(total)))
+    }
+
+    /// Every stored change with main revision in `[from, to]`, in revision order (history for
+    /// watch catch-up). Tombstones come back as `(rev, kv, true)` with `kv.mod_revision` set.
+    pub fn changes_between(&self, from: i64, to: i64) -> Result<Vec<(Revision, KeyValue, bool)>> {
+        let state = self.state_read()?;
+        if from < state.compact_rev {
+            return Err(StorageError::Compacted);
+        }
+        let snapshot = self.db.snapshot();
+        drop(state);
+        let kv_cf = self.cf(CF_KV)?;
+        let start = Revision::encode_main_start(from.max(0));
+        let mut out = Vec::new();
+        for item in snapshot.iterator_cf(kv_cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item?;
+            let (rev, tombstone) = Revision::decode(&k)
+                .ok_or_else(|| StorageError::Corrupt(format!("bad revision key {k:?}")))?;
+            if rev.main > to {
+                break;
+            }
+            let kv = KeyValue::decode(v.as_ref())
+                .map_err(|e| StorageError::Corrupt(format!("bad value at revision {rev}: {e}")))?;
+            out.push((rev, kv, tombstone));
+        }
+        Ok(out)
+    }
+}
+
+/// What a range needs from storage once the index has been consulted.
+pub(crate) struct RangePlan {
+    pub(crate) revs: Vec<Revision>,
+    pub(crate) count: usize,
+}
+
+/// The index half of etcd's `rangeKeys`: validates the revision against `cur` (the current
+/// revision of the reader: the published one, or a writer's own) and the compacted revision.
+pub(crate) fn plan_range(
+    state: &State,
+    range: KeyRange<'_>,
+    opts: RangeOptions,
+    cur: i64,
+) -> Result<RangePlan> {
+    if opts.rev > cur {
+        return Err(StorageError::FutureRevision);
+    }
+    let rev = if opts.rev <= 0 { cur } else { opts.rev };
+    if rev < state.compact_rev {
+        return Err(StorageError::Compacted);
+    }
+    if opts.count_only {
+        return Ok(RangePlan {
+            revs: Vec::new(),
+            count: state.index.count(range, rev),
+        });
+    }
+    let (revs, count) = state.index.revisions(range, rev, opts.limit);
+    Ok(RangePlan { revs, count })
+}
+
+pub(crate) fn decode_values(
+    revs: &[Revision],
+    values: Vec<std::result::Result<Option<Vec<u8>>, rocksdb::Error>>,
+) -> Result<Vec<KeyValue>> {
+    revs.iter()
+        .zip(values)
+        .map(|(rev, value)| {
+            let bytes = value?.ok_or_else(|| {
+                StorageError::Corrupt(format!("revision {rev} is in the index but not on disk"))
+            })?;
+            KeyValue::decode(bytes.as_slice())
+                .map_err(|e| StorageError::Corrupt(format!("bad value at revision {rev}: {e}")))
+        })
+        .collect()
+}
+
+/// A consistent read-only view for multi-step reads (a read-only txn): every range is served
+/// at the revision current when the view was opened (etcd's `TxnRead`).
+pub struct ReadView<'a> {
+    store: &'a Store,
+    rev: i64,
+}
+
+impl Store {
+    pub fn read_view(&self) -> Result<ReadView<'_>> {
+        let rev = self.current_revision()?;
+        Ok(ReadView { store: self, rev })
+    }
+}
+
+/// What etcd's apply layer needs of a read view, whether it is read-only or a write txn.
+pub trait KvRead {
+    /// The store revision this view reads at (etcd's `ReadView.Rev`).
+    fn rev(&self) -> i64;
+    /// The compacted revision (etcd's `ReadView.FirstRev`).
+    fn first_rev(&self) -> Result<i64>;
+    fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult>;
+}
+
+impl KvRead for ReadView<'_> {
+    fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    fn first_rev(&self) -> Result<i64> {
+        self.store.compacted_revision()
+    }
+
+    fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult> {
+        let state = self.store.state_read()?;
+        let plan = plan_range(&state, range, opts, self.rev)?;
+        let snapshot = self.store.db.snapshot();
+        drop(state);
+        let kv_cf = self.store.cf(CF_KV)?;
+        let keys: Vec<Vec<u8>> = plan.revs.iter().map(|r| r.encode(false)).collect();
+        let mut read_opts = ReadOptions::default();
+        read_opts.set_snapshot(&snapshot);
+        let values = self.store.db.multi_get_cf_opt(keys.iter().map(|k| (kv_cf, k)), &read_opts);
+        Ok(RangeResult {
+            kvs: decode_values(&plan.revs, values)?,
+            count: plan.count,
+            rev: self.rev,
+        })
+    }
+}
