@@ -42,7 +42,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("socket-reuse-port", true),
     ("socket-reuse-address", true),
     ("unsafe-no-fsync", true),
-    ("initial-advertise-peer-urls", false),
     ("initial-cluster", false),
     ("initial-cluster-state", false),
     ("discovery", false),
@@ -173,6 +172,10 @@ pub struct Flags {
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
 
+    /// This member's peer URLs to advertise to the rest of the cluster (part of its ID).
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+
     /// Initial cluster token: part of the cluster and member IDs, as in etcd.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -199,6 +202,7 @@ pub struct Config {
     pub listen_client_addrs: Vec<SocketAddr>,
     pub listen_client_urls: Vec<String>,
     pub advertise_client_urls: Vec<String>,
+    pub initial_advertise_peer_urls: Vec<String>,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
@@ -225,6 +229,7 @@ impl Config {
             listen_client_addrs: vec![client_addr],
             listen_client_urls: vec![url.clone()],
             advertise_client_urls: vec![url],
+            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             quota_backend_bytes: DEFAULT_QUOTA_BYTES,
@@ -276,6 +281,7 @@ impl Config {
             listen_client_addrs,
             listen_client_urls,
             advertise_client_urls: split_urls(&flags.advertise_client_urls),
+            initial_advertise_peer_urls: split_urls(&flags.initial_advertise_peer_urls),
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
             quota_backend_bytes,

@@ -1,1 +1,38 @@
+//! The rkv member: etcd's flags, the gRPC services of the etcd v3 API, the apply layer that
+//! turns requests into storage changes, and the embed API to run a member in-process.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = rkv_server::Config::new("m1", "/tmp/m1.rkv", "127.0.0.1:0".parse()?);
+//! let member = rkv_server::Member::start(config).await?;
+//! println!("serving on {:?}", member.client_addrs());
+//! member.stop().await;
+//! # Ok(()) }
+//! ```
 
+pub mod apply;
+mod compactor;
+pub mod config;
+pub mod error;
+mod grpc;
+mod http;
+pub mod identity;
+mod member;
+mod status;
+pub mod version;
+
+pub use config::Config;
+pub use member::{run, Member, MemberState, StartError};
+
+/// Installs the tracing subscriber for a `--log-level` (etcd's levels; panic/fatal log errors).
+pub fn init_logging(level: &str) {
+    let level = match level {
+        "debug" => "debug",
+        "warn" => "warn",
+        "error" | "panic" | "fatal" => "error",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

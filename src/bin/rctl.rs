@@ -1,1 +1,5 @@
-fn main() {}
+//! `rctl`: etcdctl's commands against rkv or etcd.
+
+fn main() -> std::process::ExitCode {
+    rctl::main()
+}

@@ -171,40 +171,29 @@ fn fail_all(batch: Vec<Proposal>, reason: &str) {
 
 /// Answers a proposal whose batch is durable; a physical compaction answers when it is done.
 fn finish(store: &Arc<Store>, p: Pending) {
-    let Some((scheduled, physical)) = p.compaction else {
-        let _ = p.reply.send(p.result);
+    let Pending { reply, result, compaction } = p;
+    let Some((scheduled, physical)) = compaction else {
+        let _ = reply.send(result);
         return;
     };
     let store = Arc::clone(store);
     let reply = if physical {
-        Some(p.reply)
+        Some((reply, result))
     } else {
-        let _ = p.reply.send(p.result);
+        let _ = reply.send(result);
         None
     };
-    let result = p.result_for_physical();
     let spawned = thread::Builder::new().name("rkv-compact".into()).spawn(move || {
         let done = store.finish_compaction(&scheduled);
         if let Err(e) = &done {
             error!(error = %e, rev = scheduled.rev, "physical compaction failed");
         }
-        if let Some(reply) = reply {
+        if let Some((reply, result)) = reply {
             let _ = reply.send(done.map_err(ServerError::from).and(result));
         }
     });
     if let Err(e) = spawned {
         error!(error = %e, "cannot start the compaction thread");
-    }
-}
-
-impl Pending {
-    /// The response to send once a physical compaction finishes (a copy: the reply may already
-    /// have been sent for a non-physical one).
-    fn result_for_physical(&self) -> Result<CommandResponse> {
-        match &self.result {
-            Ok(CommandResponse::Compact(c)) => Ok(CommandResponse::Compact(c.clone())),
-            _ => Err(ServerError::Stopped),
-        }
     }
 }
 

@@ -1,0 +1,60 @@
+//! The Cluster service for a single member: the member list is this member; membership
+//! changes answer `Unimplemented` until replication lands.
+
+use rkv_proto::etcdserverpb::{
+    cluster_server::Cluster, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
+    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
+    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+
+pub struct ClusterService {
+    shared: Shared,
+}
+
+impl ClusterService {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+fn not_yet() -> Status {
+    Status::unimplemented("rkv: membership changes are not implemented yet")
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn member_add(&self, _: Request<MemberAddRequest>) -> Result<Response<MemberAddResponse>, Status> {
+        Err(not_yet())
+    }
+
+    async fn member_remove(&self, _: Request<MemberRemoveRequest>) -> Result<Response<MemberRemoveResponse>, Status> {
+        Err(not_yet())
+    }
+
+    async fn member_update(&self, _: Request<MemberUpdateRequest>) -> Result<Response<MemberUpdateResponse>, Status> {
+        Err(not_yet())
+    }
+
+    async fn member_list(&self, _: Request<MemberListRequest>) -> Result<Response<MemberListResponse>, Status> {
+        let config = &self.shared.config;
+        let mut resp = MemberListResponse {
+            header: None,
+            members: vec![Member {
+                id: self.shared.identity.member_id,
+                name: config.name.clone(),
+                peer_ur_ls: config.initial_advertise_peer_urls.clone(),
+                client_ur_ls: config.advertise_client_urls.clone(),
+                is_learner: false,
+            }],
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn member_promote(&self, _: Request<MemberPromoteRequest>) -> Result<Response<MemberPromoteResponse>, Status> {
+        Err(not_yet())
+    }
+}

@@ -1,0 +1,131 @@
+//! The KV service (etcd `v3rpc/key.go` + the read path of `v3_server.go`).
+
+use rkv_proto::etcdserverpb::{
+    kv_server::Kv, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::apply::{check, kv, Command, CommandResponse, NoLeases};
+use crate::error::ServerError;
+
+pub struct KvService {
+    shared: Shared,
+}
+
+impl KvService {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
+    /// Runs a read on the blocking pool: RocksDB reads block.
+    async fn read<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rkv_storage::Store) -> Result<T, ServerError> + Send + 'static,
+    {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))?
+            .map_err(Status::from)
+    }
+
+    async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
+        self.shared.applier.propose(command).await.map_err(Status::from)
+    }
+
+    fn check_quota(&self) -> Result<(), Status> {
+        let (size, _) = self.shared.store.db_size().map_err(ServerError::from)?;
+        if size > self.shared.config.quota_backend_bytes {
+            return Err(ServerError::NoSpace.into());
+        }
+        Ok(())
+    }
+}
+
+fn unexpected() -> Status {
+    Status::internal("etcdserver: unexpected apply response")
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let r = request.into_inner();
+        self.shared.check_message_size(&r)?;
+        check::check_range_request(&r)?;
+        // One member: a linearizable read is a read of the applied state, which already holds
+        // every acknowledged write.
+        let mut resp = self.read(move |store| kv::range(&store.read_view()?, &r)).await?;
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = request.into_inner();
+        self.shared.check_message_size(&r)?;
+        check::check_put_request(&r)?;
+        self.check_quota()?;
+        self.shared.check_proposal_size(&r)?;
+        let CommandResponse::Put(mut resp) = self.propose(Command::Put(r)).await? else {
+            return Err(unexpected());
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = request.into_inner();
+        self.shared.check_message_size(&r)?;
+        check::check_delete_request(&r)?;
+        self.shared.check_proposal_size(&r)?;
+        let CommandResponse::DeleteRange(mut resp) = self.propose(Command::DeleteRange(r)).await? else {
+            return Err(unexpected());
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let r = request.into_inner();
+        self.shared.check_message_size(&r)?;
+        check::check_txn(&r, self.shared.config.max_txn_ops)?;
+        let mut resp = if kv::is_txn_read_only(&r) {
+            self.read(move |store| {
+                let mut view = store.read_view()?;
+                let path = kv::compare_to_path(&view, &r)?;
+                kv::check_txn_requests(&view, &r, &path, &NoLeases, false)?;
+                let mut resp = kv::execute_txn(&mut view, &r, &path)?;
+                resp.header = Some(ResponseHeader { revision: rkv_storage::KvRead::rev(&view), ..Default::default() });
+                Ok(resp)
+            })
+            .await?
+        } else {
+            self.check_quota()?;
+            self.shared.check_proposal_size(&r)?;
+            let CommandResponse::Txn(resp) = self.propose(Command::Txn(r)).await? else {
+                return Err(unexpected());
+            };
+            resp
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let r = request.into_inner();
+        self.shared.check_message_size(&r)?;
+        let CommandResponse::Compact(mut resp) = self.propose(Command::Compact(r)).await? else {
+            return Err(unexpected());
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,94 @@
+//! The Maintenance service: Status and the alarm list today; hashes, defragment, snapshot and
+//! leadership transfer answer `Unimplemented` until the snapshot/maintenance work lands.
+
+use rkv_proto::etcdserverpb::{
+    alarm_request::AlarmAction, maintenance_server::Maintenance, AlarmRequest, AlarmResponse,
+    DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::error::ServerError;
+use crate::version::ETCD_API_VERSION;
+
+pub struct MaintenanceService {
+    shared: Shared,
+}
+
+impl MaintenanceService {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("rkv: {what} is not implemented yet"))
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let r = request.into_inner();
+        match AlarmAction::try_from(r.action) {
+            // rkv raises no alarm: the quota is enforced per request (docs/compatibility.md).
+            Ok(AlarmAction::Get) => {
+                let mut resp = AlarmResponse::default();
+                self.shared.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            _ => Err(not_yet("alarm activate/deactivate")),
+        }
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let store = &self.shared.store;
+        let (db_size, in_use) = store.db_size().map_err(ServerError::from)?;
+        let applied = store.applied_index().map_err(ServerError::from)?;
+        let mut resp = StatusResponse {
+            header: None,
+            version: ETCD_API_VERSION.to_string(),
+            db_size: db_size as i64,
+            leader: self.shared.identity.member_id,
+            raft_index: applied.index,
+            raft_term: self.shared.term,
+            raft_applied_index: applied.index,
+            errors: Vec::new(),
+            db_size_in_use: in_use as i64,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: self.shared.config.quota_backend_bytes as i64,
+            downgrade_info: None,
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        Err(not_yet("defragment"))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(not_yet("hash"))
+    }
+
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(not_yet("hashkv"))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
+
+    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("snapshot"))
+    }
+
+    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(not_yet("move-leader"))
+    }
+
+    async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        Err(not_yet("downgrade"))
+    }
+}
