@@ -1,3 +1,235 @@
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::FAILURE
+//! rctl: etcdctl's commands, flags, output formats and exit codes, as a library so that tests
+//! can drive it. It speaks only the etcd v3 API, so it works against rkv and etcd alike.
+
+mod client;
+pub mod command;
+mod error;
+mod goquote;
+mod json;
+mod print;
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use client::Client;
+use command::kv::{CompactionArgs, DelArgs, GetArgs, PutArgs};
+use error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
+use print::{Format, Out, Printer};
+
+#[derive(Parser, Debug)]
+#[command(name = "rctl", about = "A simple command line client for etcd3 and rkv.", version)]
+struct Cli {
+    /// gRPC endpoints.
+    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+    /// Dial timeout for client connections.
+    #[arg(long = "dial-timeout", global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s")]
+    dial_timeout: String,
+    /// Timeout for short running command (excluding dial timeout).
+    #[arg(long = "command-timeout", global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s")]
+    command_timeout: String,
+    /// Set the output format (fields, json, simple, table).
+    #[arg(short = 'w', long = "write-out", global = true, env = "ETCDCTL_WRITE_OUT", default_value = "simple")]
+    write_out: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Puts the given key into the store.
+    Put(PutArgs),
+    /// Gets the key or a range of keys.
+    Get(GetArgs),
+    /// Removes the specified key or range of keys [key, range_end).
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction.
+    Txn {
+        /// Input transaction in interactive mode.
+        #[arg(short, long)]
+        interactive: bool,
+    },
+    /// Compacts the event history in etcd.
+    Compaction(CompactionArgs),
+    /// Endpoint related commands.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// Prints the version of rctl.
+    Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum EndpointCommand {
+    /// Prints out the status of endpoints specified in `--endpoints` flag.
+    Status,
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
+    Health,
+}
+
+/// Runs rctl with the process's arguments; the exit code follows etcdctl's.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_BAD_ARGS } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(CtlError::new(EXIT_ERROR, e.to_string())),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(out) => match out.flush() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(CtlError::new(EXIT_ERROR, e.to_string())),
+        },
+        Err((out, e)) => {
+            let _ = out.flush();
+            fail(e)
+        }
+    }
+}
+
+fn fail(e: CtlError) -> ExitCode {
+    eprintln!("Error: {}", e.message);
+    ExitCode::from(e.code)
+}
+
+fn parse_duration(flag: &str, s: &str) -> Result<Duration, CtlError> {
+    go_duration(s).ok_or_else(|| CtlError::bad_args(format!("invalid argument {s:?} for \"--{flag}\" flag: time: invalid duration {s:?}")))
+}
+
+/// Go's `time.ParseDuration` for the units a timeout uses.
+fn go_duration(s: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let secs = match &rest[..u] {
+            "h" => value * 3600.0,
+            "m" => value * 60.0,
+            "s" => value,
+            "ms" => value / 1e3,
+            "us" | "µs" => value / 1e6,
+            "ns" => value / 1e9,
+            "" if value == 0.0 => 0.0,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += Duration::from_secs_f64(secs);
+    }
+    Some(total)
+}
+
+type RunResult = Result<Out, (Out, CtlError)>;
+
+async fn run(cli: Cli) -> RunResult {
+    let out = Out::default();
+    match run_command(cli, out).await {
+        Ok(out) => Ok(out),
+        Err(e) => Err(e),
+    }
+}
+
+async fn run_command(cli: Cli, mut out: Out) -> RunResult {
+    macro_rules! tri {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(e) => return Err((out, e)),
+            }
+        };
+    }
+    let format = tri!(Format::parse(&cli.write_out));
+    let dial = tri!(parse_duration("dial-timeout", &cli.dial_timeout));
+    let command_timeout = tri!(parse_duration("command-timeout", &cli.command_timeout));
+    let endpoint = cli.endpoints.first().cloned().unwrap_or_else(|| "127.0.0.1:2379".into());
+    let client = || Client::connect(&endpoint, dial, command_timeout);
+    let mut printer = Printer { format, value_only: false };
+    match cli.command {
+        Command::Put(args) => {
+            let req = tri!(args.request(|| {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).ok().map(|_| s)
+            }));
+            let c = tri!(client());
+            let resp = tri!(c.call(|| async { c.kv().put(req.clone()).await }).await);
+            tri!(printer.put(&mut out, &resp));
+        }
+        Command::Get(args) => {
+            let req = tri!(args.request());
+            if args.print_value_only {
+                if format != Format::Simple {
+                    return Err((out, CtlError::bad_args("print-value-only is only for `--write-out=simple`")));
+                }
+                printer.value_only = true;
+            }
+            if args.count_only && format != Format::Fields {
+                return Err((out, CtlError::bad_args("--count-only is only for `--write-out=fields`")));
+            }
+            let c = tri!(client());
+            let resp = tri!(c.call(|| async { c.kv().range(req.clone()).await }).await);
+            tri!(printer.get(&mut out, &resp));
+        }
+        Command::Del(args) => {
+            let req = tri!(args.request());
+            let c = tri!(client());
+            let resp = tri!(c.call(|| async { c.kv().delete_range(req.clone()).await }).await);
+            tri!(printer.del(&mut out, &resp));
+        }
+        Command::Txn { interactive } => {
+            let stdin = std::io::stdin();
+            let req = tri!(command::txn::read_txn(&mut stdin.lock(), interactive));
+            // etcdctl runs txn without the command timeout.
+            let mut c = tri!(client());
+            c.command_timeout = Duration::from_secs(u32::MAX as u64);
+            let resp = tri!(c.call(|| async { c.kv().txn(req.clone()).await }).await);
+            tri!(printer.txn(&mut out, &resp));
+        }
+        Command::Compaction(args) => {
+            let req = tri!(args.request());
+            let c = tri!(client());
+            tri!(c.call(|| async { c.kv().compact(req).await }).await);
+            out.line(&format!("compacted revision {}", req.revision));
+        }
+        Command::Endpoint { command } => {
+            let mut clients = Vec::new();
+            for ep in &cli.endpoints {
+                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout))));
+            }
+            match command {
+                EndpointCommand::Status => {
+                    let (list, failed) = command::endpoint::status(&clients).await;
+                    printer.endpoint_status(&mut out, &list);
+                    if failed {
+                        return Err((out, CtlError::new(EXIT_ERROR, "endpoint status failed")));
+                    }
+                }
+                EndpointCommand::Health => {
+                    let list = command::endpoint::health(&clients).await;
+                    printer.endpoint_health(&mut out, &list);
+                    if list.iter().any(|h| !h.health) {
+                        return Err((out, command::endpoint::unhealthy()));
+                    }
+                }
+            }
+        }
+        Command::Version => {
+            out.line(&format!("rctl version: {}", env!("CARGO_PKG_VERSION")));
+            out.line("API version: 3.5");
+        }
+    }
+    Ok(out)
 }

@@ -1,0 +1,3 @@
+pub mod endpoint;
+pub mod kv;
+pub mod txn;
