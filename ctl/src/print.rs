@@ -204,7 +204,6 @@ impl Printer {
                     Self::header_fields(out, &s.header);
                     out.line(&format!("\"Version\" : {}", quote(s.version.as_bytes())));
                     out.line(&format!("\"DBSize\" : {}", s.db_size));
-                    out.line(&format!("\"DBSizeInUse\" : {}", s.db_size_in_use));
                     out.line(&format!("\"Leader\" : {}", s.leader));
                     out.line(&format!("\"IsLearner\" : {}", s.is_learner));
                     out.line(&format!("\"RaftIndex\" : {}", s.raft_index));

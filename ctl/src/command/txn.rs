@@ -57,13 +57,32 @@ fn read_section(input: &mut impl BufRead) -> Result<Vec<String>, CtlError> {
 
 /// etcdctl's `parseCompare`: `<target>("<key>") <op> "<value>"`.
 pub fn parse_compare(line: &str) -> Result<Compare, CtlError> {
-    let malformed = || CtlError::new(EXIT_INVALID_INPUT, format!("malformed comparison: {line}"));
-    let (target, rest) = line.split_once('(').ok_or_else(malformed)?;
-    let (key, rest) = take_go_quoted(rest).ok_or_else(malformed)?;
-    let rest = rest.strip_prefix(')').ok_or_else(malformed)?.trim_start();
-    let op_end = rest.find(char::is_whitespace).ok_or_else(malformed)?;
-    let (op, rest) = rest.split_at(op_end);
-    let (value, _) = take_go_quoted(rest.trim_start()).ok_or_else(malformed)?;
+    let Some((target, rest)) = line.split_once('(') else {
+        return Err(CtlError::new(EXIT_INVALID_INPUT, format!("malformed comparison: {line}")));
+    };
+    // fmt.Sscanf(rest, "%q) %s %q"): whatever was scanned before a failure shows in the error.
+    let (mut key, mut op, mut value) = (String::new(), String::new(), String::new());
+    let scanned = (|| {
+        let (k, rest) = take_go_quoted(rest)?;
+        key = k;
+        let rest = rest.strip_prefix(')')?.trim_start();
+        let op_end = rest.find(char::is_whitespace)?;
+        op = rest[..op_end].to_string();
+        let (v, _) = take_go_quoted(rest[op_end..].trim_start())?;
+        value = v;
+        Some(())
+    })();
+    if scanned.is_none() {
+        return Err(CtlError::new(
+            EXIT_INVALID_INPUT,
+            format!(
+                "malformed comparison: {line}; got {target}({}) {op} {}",
+                crate::goquote::quote(key.as_bytes()),
+                crate::goquote::quote(value.as_bytes())
+            ),
+        ));
+    }
+    let op = op.as_str();
     let result = match op {
         "=" => CompareResult::Equal,
         "!=" => CompareResult::NotEqual,
