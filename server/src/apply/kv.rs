@@ -285,6 +285,35 @@ pub fn check_txn_requests(
         Request::RequestRange(r) => check_range_revision(view, r),
         _ => Ok(()),
     })?;
+    if check_puts {
+        check_from_key_deletes(t, path)?;
+    }
+    Ok(())
+}
+
+/// etcd's duplicate-key check compares a from-key delete's `"\0"` end as a plain string, so a
+/// txn may delete a key with `--from-key` and later put it with ignore_value/ignore_lease. etcd
+/// then fails in the middle of applying the txn and crashes (the put finds no key). rkv refuses
+/// such a txn before it writes anything, with the error the put would have given.
+fn check_from_key_deletes(t: &TxnRequest, path: &[bool]) -> Result<()> {
+    let mut deleted_from: Option<Vec<u8>> = None;
+    walk_path(t, path, &mut |op| {
+        match op {
+            Request::RequestDeleteRange(d) if d.range_end == [0] => {
+                let start = deleted_from.get_or_insert_with(|| d.key.clone());
+                if d.key < *start {
+                    *start = d.key.clone();
+                }
+            }
+            Request::RequestPut(p) if p.ignore_value || p.ignore_lease => {
+                if deleted_from.as_ref().is_some_and(|start| p.key >= *start) {
+                    return Err(ServerError::KeyNotFound);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -202,8 +202,12 @@ type Applied = (CommandResponse, Option<(ScheduledCompaction, bool)>);
 fn apply_command(writer: &mut Writer<'_>, command: &Command) -> Result<Applied> {
     match command {
         Command::Put(p) => {
+            // A top-level put looks its lease up first, then its previous value (etcd's
+            // `applierV3backend.Put`); in a txn the order is the other way round.
+            if p.lease != 0 && !NoLeases.lease_exists(p.lease) {
+                return Err(ServerError::LeaseNotFound);
+            }
             let mut txn = writer.txn();
-            kv::check_put(&txn, p, &NoLeases)?;
             let resp = kv::put(&mut txn, p)?;
             txn.end();
             Ok((CommandResponse::Put(resp), None))
@@ -218,7 +222,17 @@ fn apply_command(writer: &mut Writer<'_>, command: &Command) -> Result<Applied> 
             let mut txn = writer.txn();
             let path = kv::compare_to_path(&txn, t)?;
             kv::check_txn_requests(&txn, t, &path, &NoLeases, true)?;
-            let mut resp = kv::execute_txn(&mut txn, t, &path)?;
+            let mut resp = match kv::execute_txn(&mut txn, t, &path) {
+                Ok(resp) => resp,
+                // The checks above make this unreachable; if it happens anyway, the batch holds
+                // half a txn that must never be committed: fail the member instead.
+                Err(e) if txn.has_changes() => {
+                    return Err(ServerError::Storage(rkv_storage::StorageError::Corrupt(format!(
+                        "txn failed after it started writing: {e}"
+                    ))))
+                }
+                Err(e) => return Err(e),
+            };
             let rev = txn.end();
             resp.header = Some(ResponseHeader { revision: rev, ..Default::default() });
             Ok((CommandResponse::Txn(resp), None))
