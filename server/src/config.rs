@@ -243,7 +243,7 @@ impl Config {
     /// Parses etcd's command line (and `ETCD_*` variables). Returns None for `--version`.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Option<Config>, clap::Error> {
         let (args, ignored) = normalize_args(args.into_iter().collect());
-        let flags = Flags::try_parse_from(args)?;
+        let flags = Flags::try_parse_from(args).map_err(etcd_flag_error)?;
         if flags.version == Some(true) {
             return Ok(None);
         }
@@ -291,6 +291,19 @@ impl Config {
             ignored,
         })
     }
+}
+
+/// etcd (Go's flag package) reports an unknown flag as "flag provided but not defined: -name".
+fn etcd_flag_error(e: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return e;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return e;
+    };
+    let name = arg.trim_start_matches('-').split('=').next().unwrap_or_default();
+    clap::Error::raw(ErrorKind::UnknownArgument, format!("flag provided but not defined: -{name}\n"))
 }
 
 fn split_urls(s: &str) -> Vec<String> {

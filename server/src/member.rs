@@ -54,6 +54,9 @@ pub struct Member {
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     state: Arc<MemberState>,
+    apply_thread: std::thread::JoinHandle<()>,
+    /// Lets `stop` wait until the store is closed and the data dir can be opened again.
+    store_ref: std::sync::Weak<Store>,
 }
 
 impl Member {
@@ -68,7 +71,8 @@ impl Member {
         })??);
         let last_term = store.applied_index()?.term;
         let term = last_term.max(1) + 1;
-        let applier = Applier::start(store.clone(), term).map_err(StartError::Thread)?;
+        let (applier, apply_thread) = Applier::start(store.clone(), term).map_err(StartError::Thread)?;
+        let store_ref = Arc::downgrade(&store);
         for flag in &config.ignored {
             warn!(flag = %flag, "etcd flag accepted but not used by rkv");
         }
@@ -122,7 +126,7 @@ impl Member {
             urls = ?state.config.advertise_client_urls,
             "ready to serve client requests"
         );
-        Ok(Member { client_addrs, stop_tx, tasks, state })
+        Ok(Member { client_addrs, stop_tx, tasks, state, apply_thread, store_ref })
     }
 
     /// The addresses actually bound (port 0 in the config gets a free port).
@@ -138,13 +142,27 @@ impl Member {
         self.state.identity.cluster_id
     }
 
-    /// Stops serving, waits for in-flight requests and the servers to finish.
+    /// Stops serving, waits for in-flight requests, the apply thread and the store to close.
     pub async fn stop(self) {
         let _ = self.stop_tx.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
         info!("stopped serving client requests");
+        // The last proposer handle goes with the state: the apply thread drains and ends.
+        drop(self.state);
+        let apply_thread = self.apply_thread;
+        let _ = tokio::task::spawn_blocking(move || apply_thread.join()).await;
+        // Reads still running on the blocking pool hold the store a little longer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.store_ref.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if self.store_ref.strong_count() > 0 {
+            warn!("store still in use after stop");
+        } else {
+            info!("store closed");
+        }
     }
 }
 

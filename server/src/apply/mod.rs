@@ -66,12 +66,12 @@ pub struct Applier {
 
 impl Applier {
     /// Starts the apply thread over `store`. It ends when every `Applier` clone is dropped.
-    pub fn start(store: Arc<Store>, term: u64) -> std::io::Result<Self> {
+    pub fn start(store: Arc<Store>, term: u64) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        thread::Builder::new()
+        let handle = thread::Builder::new()
             .name("rkv-apply".into())
             .spawn(move || apply_loop(store, rx, term))?;
-        Ok(Self { tx })
+        Ok((Self { tx }, handle))
     }
 
     /// Proposes a write and waits until it is applied and durable.

@@ -1,0 +1,100 @@
+//! The `rkv` binary's command line and the embed API.
+
+mod common;
+
+use std::process::Command;
+
+use rkv_proto::etcdserverpb::{kv_client::KvClient, PutRequest, RangeRequest, RequestOp, TxnRequest};
+
+use common::{tempdir, Rkv, Server};
+
+fn rkv(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rkv")).args(args).output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn version_and_unknown_flags() {
+    let v = rkv(&["--version"]);
+    assert!(v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("rkv Version: "));
+    let bad = rkv(&["--no-such-flag=1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("flag provided but not defined: -no-such-flag"), "{bad:?}");
+}
+
+#[test]
+fn a_data_dir_rkv_did_not_write_is_refused_untouched() {
+    let dir = tempdir();
+    let data = dir.path().join("etcd-data");
+    std::fs::create_dir_all(data.join("member/snap")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.join("member/snap/db"), b"bolt").unwrap_or_else(|e| panic!("{e}"));
+    let out = rkv(&["--data-dir", data.to_str().unwrap_or_default(), "--listen-client-urls=http://127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not written by rkv"), "{out:?}");
+    let entries: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
+    assert_eq!(entries.len(), 1, "the foreign data dir must not be modified");
+    assert_eq!(std::fs::read(data.join("member/snap/db")).unwrap_or_default(), b"bolt");
+}
+
+/// kubeadm's etcd flags start rkv; the ones it does not use are logged; ETCD_* variables work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_flags_and_environment() {
+    let dir = tempdir();
+    // etcd's Go flag syntax: single dash, bool flags with =.
+    std::env::set_var("ETCD_MAX_TXN_OPS", "2");
+    let rkv = Rkv::start_with(
+        dir.path(),
+        &[
+            "-name", "node-1",
+            "--snapshot-count=10000",
+            "--client-cert-auth=true",
+            "--peer-client-cert-auth=true",
+            "--experimental-initial-corrupt-check=true",
+            "--experimental-watch-progress-notify-interval=5s",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--initial-cluster=node-1=http://127.0.0.1:2380",
+            "--listen-peer-urls", "http://127.0.0.1:2380",
+        ],
+    );
+    std::env::remove_var("ETCD_MAX_TXN_OPS");
+    assert!(rkv.log_text().contains("etcd flag accepted but not used by rkv"));
+    assert!(rkv.log_text().contains("--snapshot-count=10000"));
+    let mut kv = KvClient::new(common::channel(&rkv).await);
+    let op = |k: &str| RequestOp {
+        request: Some(rkv_proto::etcdserverpb::request_op::Request::RequestPut(PutRequest {
+            key: k.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    };
+    let three = TxnRequest { compare: vec![], success: vec![op("a"), op("b"), op("c")], failure: vec![] };
+    let e = kv.txn(three).await.expect_err("ETCD_MAX_TXN_OPS=2 must apply");
+    assert_eq!(e.message(), "etcdserver: too many operations in txn request");
+    let mut cluster = rkv_proto::etcdserverpb::cluster_client::ClusterClient::new(common::channel(&rkv).await);
+    let members = cluster
+        .member_list(rkv_proto::etcdserverpb::MemberListRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    assert_eq!(members.members[0].name, "node-1");
+    assert_eq!(members.members[0].client_ur_ls, vec![rkv.url()]);
+}
+
+/// A member started in-process, like etcd's embed package; its data outlives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_member_starts_serves_and_stops() {
+    let dir = tempdir();
+    let config = rkv_server::Config::new("embedded", dir.path().join("m"), "127.0.0.1:0".parse().unwrap_or_else(|_| panic!()));
+    let member = rkv_server::Member::start(config.clone()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let url = format!("http://{}", member.client_addrs()[0]);
+    let mut kv = KvClient::connect(url).await.unwrap_or_else(|e| panic!("{e}"));
+    let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+    kv.put(put).await.unwrap_or_else(|e| panic!("{e}"));
+    member.stop().await;
+
+    let member = rkv_server::Member::start(config).await.unwrap_or_else(|e| panic!("restart: {e}"));
+    let url = format!("http://{}", member.client_addrs()[0]);
+    let mut kv = KvClient::connect(url).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = kv.range(RangeRequest { key: b"k".to_vec(), ..Default::default() }).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.into_inner().kvs[0].value, b"v");
+    member.stop().await;
+}
