@@ -46,7 +46,9 @@ async fn oversized_requests_get_etcds_errors() {
     assert_eq!(err(r.put(put("big", vec![b'x'; 1_700_000])).await).1, "etcdserver: request is too large");
     // Just under the limit is fine, and the server still serves.
     r.put(put("big", vec![b'x'; 1_000_000])).await.unwrap_or_else(|e| panic!("1 MB put: {e}"));
-    r.range(RangeRequest { key: b"big".to_vec(), ..Default::default() }).await.unwrap_or_else(|e| panic!("{e}"));
+    r.range(RangeRequest { key: b"big".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +60,10 @@ async fn invalid_requests_get_etcds_errors() {
 
     assert_eq!(err(r.put(put("", b"v".to_vec())).await), invalid("etcdserver: key is not provided"));
     assert_eq!(err(r.range(RangeRequest::default()).await), invalid("etcdserver: key is not provided"));
-    assert_eq!(err(r.delete_range(DeleteRangeRequest::default()).await), invalid("etcdserver: key is not provided"));
+    assert_eq!(
+        err(r.delete_range(DeleteRangeRequest::default()).await),
+        invalid("etcdserver: key is not provided")
+    );
 
     let many: Vec<RequestOp> = (0..129)
         .map(|i| RequestOp { request: Some(Request::RequestPut(put(&format!("k{i}"), vec![]))) })
@@ -97,7 +102,10 @@ async fn invalid_requests_get_etcds_errors() {
         (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".to_string())
     );
     let lease = PutRequest { lease: 0x1234, ..put("a", vec![]) };
-    assert_eq!(err(r.put(lease).await), (Code::NotFound, "etcdserver: requested lease not found".to_string()));
+    assert_eq!(
+        err(r.put(lease).await),
+        (Code::NotFound, "etcdserver: requested lease not found".to_string())
+    );
 }
 
 /// A txn that deletes a key with a from-key range and then puts it with ignore_value crashes
@@ -108,7 +116,11 @@ async fn txn_that_would_fail_half_way_writes_nothing() {
     let rkv = Rkv::start(dir.path());
     let mut r = kv(&rkv).await;
     r.put(put("d", b"1".to_vec())).await.unwrap_or_else(|e| panic!("{e}"));
-    let before = r.range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).await.unwrap_or_else(|e| panic!("{e}")).into_inner();
+    let before = r
+        .range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
     let txn = TxnRequest {
         compare: vec![],
         success: vec![
@@ -119,12 +131,18 @@ async fn txn_that_would_fail_half_way_writes_nothing() {
                     prev_kv: false,
                 })),
             },
-            RequestOp { request: Some(Request::RequestPut(PutRequest { ignore_value: true, ..put("d", vec![]) })) },
+            RequestOp {
+                request: Some(Request::RequestPut(PutRequest { ignore_value: true, ..put("d", vec![]) })),
+            },
         ],
         failure: vec![],
     };
     assert_eq!(err(r.txn(txn).await), (Code::InvalidArgument, "etcdserver: key not found".to_string()));
-    let after = r.range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).await.unwrap_or_else(|e| panic!("{e}")).into_inner();
+    let after = r
+        .range(RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
     assert_eq!(after.kvs, before.kvs);
     assert_eq!(after.header.map(|h| h.revision), before.header.map(|h| h.revision));
     r.put(put("e", b"1".to_vec())).await.unwrap_or_else(|e| panic!("writes still work: {e}"));
@@ -171,7 +189,9 @@ async fn garbage_bytes_do_not_hurt_the_server() {
     let dir = tempdir();
     let rkv = Rkv::start(dir.path());
     // Garbage straight onto the TCP port (neither HTTP/2 nor HTTP/1).
-    for garbage in [&b"\x00\xff\x13garbage\r\n\r\n"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff"] {
+    for garbage in
+        [&b"\x00\xff\x13garbage\r\n\r\n"[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff"]
+    {
         let mut s = TcpStream::connect(rkv.endpoint()).unwrap_or_else(|e| panic!("{e}"));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
         let _ = s.write_all(garbage);
@@ -198,7 +218,8 @@ async fn garbage_bytes_do_not_hurt_the_server() {
 fn http_get(server: &impl Server, path: &str) -> String {
     let mut s = TcpStream::connect(server.endpoint()).unwrap_or_else(|e| panic!("{e}"));
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

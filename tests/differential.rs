@@ -10,11 +10,8 @@ mod common;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rkv_proto::etcdserverpb::{
-    compare::TargetUnion,
-    kv_client::KvClient,
-    request_op::Request,
-    Compare, CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    ResponseHeader, TxnRequest, TxnResponse,
+    compare::TargetUnion, kv_client::KvClient, request_op::Request, CompactionRequest, Compare,
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 
@@ -96,7 +93,8 @@ impl Gen {
         // 13554); rkv answers "invalid sort option" like later etcd (tests/bad_input.rs).
         let sort_order = if sorted { self.rng.random_range(0..3) } else { 0 };
         let sort_target = if sorted { self.rng.random_range(0..5) } else { 0 };
-        let filter = |g: &mut Gen| if g.rng.random_ratio(1, 6) { g.rng.random_range(1..=g.rev_hint + 1) } else { 0 };
+        let filter =
+            |g: &mut Gen| if g.rng.random_ratio(1, 6) { g.rng.random_range(1..=g.rev_hint + 1) } else { 0 };
         RangeRequest {
             key,
             range_end,
@@ -132,7 +130,8 @@ impl Gen {
     }
 
     fn compare(&mut self) -> Compare {
-        let (key, range_end) = if self.rng.random_ratio(1, 4) { self.range() } else { (self.key(), Vec::new()) };
+        let (key, range_end) =
+            if self.rng.random_ratio(1, 4) { self.range() } else { (self.key(), Vec::new()) };
         let target = self.rng.random_range(0..5);
         let n = self.rng.random_range(0..=self.rev_hint.max(1));
         let union = match target {
@@ -144,7 +143,7 @@ impl Gen {
         };
         Compare {
             result: self.rng.random_range(0..4),
-            target: target as i32,
+            target,
             key,
             target_union: if self.rng.random_ratio(1, 20) { None } else { Some(union) },
             range_end,
@@ -312,10 +311,7 @@ async fn run_seed(seed: u64, ops: usize) -> usize {
         let op = gen.op();
         let want = apply(&mut etcd_kv, &op).await;
         let got = apply(&mut rkv_kv, &op).await;
-        assert_eq!(
-            got, want,
-            "seed {seed}, operation {i}: {op:?}\n  rkv (left) and etcd (right) differ"
-        );
+        assert_eq!(got, want, "seed {seed}, operation {i}: {op:?}\n  rkv (left) and etcd (right) differ");
         if let Some(rev) = revision_of(&want) {
             gen.rev_hint = gen.rev_hint.max(rev);
         }

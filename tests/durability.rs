@@ -11,7 +11,10 @@ use rkv_proto::etcdserverpb::{kv_client::KvClient, CompactionRequest, PutRequest
 
 use common::{channel, tempdir, Rkv};
 
-async fn range_all(rkv: &Rkv, revision: i64) -> Result<rkv_proto::etcdserverpb::RangeResponse, tonic::Status> {
+async fn range_all(
+    rkv: &Rkv,
+    revision: i64,
+) -> Result<rkv_proto::etcdserverpb::RangeResponse, tonic::Status> {
     let mut kv = KvClient::new(channel(rkv).await);
     kv.range(RangeRequest { key: vec![0], range_end: vec![0], revision, ..Default::default() })
         .await
@@ -34,7 +37,8 @@ async fn acknowledged_puts_survive_kill_9() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("w{w}/{i:06}");
-                let put = PutRequest { key: key.clone().into_bytes(), value: b"v".to_vec(), ..Default::default() };
+                let put =
+                    PutRequest { key: key.clone().into_bytes(), value: b"v".to_vec(), ..Default::default() };
                 match kv.put(put).await {
                     Ok(resp) => {
                         let rev = resp.into_inner().header.map_or(0, |h| h.revision);
@@ -65,7 +69,13 @@ async fn acknowledged_puts_survive_kill_9() {
     let stored: std::collections::HashMap<Vec<u8>, i64> =
         all.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
     let lost: Vec<_> = acked.iter().filter(|(k, rev)| stored.get(k.as_bytes()) != Some(rev)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged puts lost or changed after kill -9: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged puts lost or changed after kill -9: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
     let rev = all.header.map_or(0, |h| h.revision);
     assert!(rev >= max_acked, "revision went back: {rev} < {max_acked}");
 
@@ -86,10 +96,16 @@ async fn restart_keeps_data_revision_and_compaction_point() {
     let mut rkv = Rkv::start(dir.path());
     let mut kv = KvClient::new(channel(&rkv).await);
     for i in 0..10 {
-        let put = PutRequest { key: format!("k{}", i % 3).into_bytes(), value: format!("v{i}").into_bytes(), ..Default::default() };
+        let put = PutRequest {
+            key: format!("k{}", i % 3).into_bytes(),
+            value: format!("v{i}").into_bytes(),
+            ..Default::default()
+        };
         kv.put(put).await.unwrap_or_else(|e| panic!("put: {e}"));
     }
-    kv.compact(CompactionRequest { revision: 6, physical: true }).await.unwrap_or_else(|e| panic!("compact: {e}"));
+    kv.compact(CompactionRequest { revision: 6, physical: true })
+        .await
+        .unwrap_or_else(|e| panic!("compact: {e}"));
     let before = range_all(&rkv, 0).await.unwrap_or_else(|e| panic!("{e}"));
     let at_7 = range_all(&rkv, 7).await.unwrap_or_else(|e| panic!("{e}"));
 
@@ -109,6 +125,7 @@ async fn restart_keeps_data_revision_and_compaction_point() {
     assert_eq!(compacted.code(), tonic::Code::OutOfRange);
     assert_eq!(compacted.message(), "etcdserver: mvcc: required revision has been compacted");
     let mut kv = KvClient::new(channel(&rkv).await);
-    let again = kv.compact(CompactionRequest { revision: 6, physical: false }).await.expect_err("already compacted");
+    let again =
+        kv.compact(CompactionRequest { revision: 6, physical: false }).await.expect_err("already compacted");
     assert_eq!(again.message(), "etcdserver: mvcc: required revision has been compacted");
 }

@@ -2,7 +2,9 @@
 
 mod common;
 
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 
 use common::{tempdir, Rkv, Server};
 
@@ -31,12 +33,21 @@ async fn kv_through_etcd_client() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(list.count(), 2);
     let a = &list.kvs()[0];
-    assert_eq!((a.key(), a.value(), a.create_revision(), a.mod_revision(), a.version()), (&b"/registry/pods/a"[..], &b"3"[..], 2, 4, 2));
+    assert_eq!(
+        (a.key(), a.value(), a.create_revision(), a.mod_revision(), a.version()),
+        (&b"/registry/pods/a"[..], &b"3"[..], 2, 4, 2)
+    );
 
     let keys = c
         .get(
             "/registry/",
-            Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1).with_sort(SortTarget::Mod, SortOrder::Descend)),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_limit(1)
+                    .with_sort(SortTarget::Mod, SortOrder::Descend),
+            ),
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -54,7 +65,10 @@ async fn kv_through_etcd_client() {
     let t = c.txn(txn).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(!t.succeeded(), "the second update must see a newer mod_revision");
 
-    let old = c.get("/registry/pods/a", Some(GetOptions::new().with_revision(2))).await.unwrap_or_else(|e| panic!("{e}"));
+    let old = c
+        .get("/registry/pods/a", Some(GetOptions::new().with_revision(2)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(old.kvs()[0].value(), b"1");
     c.compact(4, None).await.unwrap_or_else(|e| panic!("{e}"));
     let gone = c.get("/registry/pods/a", Some(GetOptions::new().with_revision(2))).await;

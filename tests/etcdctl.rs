@@ -42,7 +42,10 @@ fn session() -> Vec<(Vec<&'static str>, Option<&'static str>)> {
         ("put k1 --ignore-value --prev-kv -w json", None),
         ("put nokey --ignore-value", None),
         ("txn", Some("mod(\"k1\") > \"0\"\n\nput c 3\nget k1\ndel k2 --prev-kv\n\nget k2\n\n")),
-        ("txn -w json", Some("value(\"k1\") = \"v1\"\nversion(\"c\") = \"1\"\n\nget --prefix k\n\nput x y\n\n")),
+        (
+            "txn -w json",
+            Some("value(\"k1\") = \"v1\"\nversion(\"c\") = \"1\"\n\nget --prefix k\n\nput x y\n\n"),
+        ),
         ("txn -w fields", Some("value(\"zz\") = \"1\"\n\nget k1\n\nput x \"y z\"\nget x\n\n")),
         ("txn", Some("create(\"k1\") = \"0\"\n\n\n\n")),
         ("txn", Some("mod(k1) > 0\n\n\n\n")),
@@ -82,7 +85,10 @@ fn compare_sessions(
     for (args, stdin) in session() {
         let (ra, rb) = (a(&args, stdin), b(&args, stdin));
         if ra != rb {
-            mismatches.push(format!("`{}` (stdin {stdin:?}):\n  {a_name}: {ra:?}\n  {b_name}: {rb:?}", args.join(" ")));
+            mismatches.push(format!(
+                "`{}` (stdin {stdin:?}):\n  {a_name}: {ra:?}\n  {b_name}: {rb:?}",
+                args.join(" ")
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
@@ -141,7 +147,9 @@ fn endpoint_status_and_health_through_etcdctl() {
         assert!(run.stdout.contains("is healthy: successfully committed proposal"), "{run:?}");
     }
     let rctl_health = rctl(&rkv, &["endpoint", "health", "-w", "json"], None);
-    assert!(rctl_health.stdout.starts_with(&format!("[{{\"endpoint\":\"{}\",\"health\":true,", rkv.endpoint())));
+    assert!(rctl_health
+        .stdout
+        .starts_with(&format!("[{{\"endpoint\":\"{}\",\"health\":true,", rkv.endpoint())));
     let rctl_status = rctl(&rkv, &["endpoint", "status"], None);
     assert_eq!(
         rctl_status.stdout.split(", ").nth(1),

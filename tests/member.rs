@@ -19,7 +19,10 @@ fn version_and_unknown_flags() {
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("rkv Version: "));
     let bad = rkv(&["--no-such-flag=1"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("flag provided but not defined: -no-such-flag"), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("flag provided but not defined: -no-such-flag"),
+        "{bad:?}"
+    );
 }
 
 #[test]
@@ -28,7 +31,8 @@ fn a_data_dir_rkv_did_not_write_is_refused_untouched() {
     let data = dir.path().join("etcd-data");
     std::fs::create_dir_all(data.join("member/snap")).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(data.join("member/snap/db"), b"bolt").unwrap_or_else(|e| panic!("{e}"));
-    let out = rkv(&["--data-dir", data.to_str().unwrap_or_default(), "--listen-client-urls=http://127.0.0.1:0"]);
+    let out =
+        rkv(&["--data-dir", data.to_str().unwrap_or_default(), "--listen-client-urls=http://127.0.0.1:0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not written by rkv"), "{out:?}");
     let entries: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
@@ -45,7 +49,8 @@ async fn etcd_flags_and_environment() {
     let rkv = Rkv::start_with(
         dir.path(),
         &[
-            "-name", "node-1",
+            "-name",
+            "node-1",
             "--snapshot-count=10000",
             "--client-cert-auth=true",
             "--peer-client-cert-auth=true",
@@ -53,7 +58,8 @@ async fn etcd_flags_and_environment() {
             "--experimental-watch-progress-notify-interval=5s",
             "--listen-metrics-urls=http://127.0.0.1:2381",
             "--initial-cluster=node-1=http://127.0.0.1:2380",
-            "--listen-peer-urls", "http://127.0.0.1:2380",
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
         ],
     );
     std::env::remove_var("ETCD_MAX_TXN_OPS");
@@ -69,7 +75,8 @@ async fn etcd_flags_and_environment() {
     let three = TxnRequest { compare: vec![], success: vec![op("a"), op("b"), op("c")], failure: vec![] };
     let e = kv.txn(three).await.expect_err("ETCD_MAX_TXN_OPS=2 must apply");
     assert_eq!(e.message(), "etcdserver: too many operations in txn request");
-    let mut cluster = rkv_proto::etcdserverpb::cluster_client::ClusterClient::new(common::channel(&rkv).await);
+    let mut cluster =
+        rkv_proto::etcdserverpb::cluster_client::ClusterClient::new(common::channel(&rkv).await);
     let members = cluster
         .member_list(rkv_proto::etcdserverpb::MemberListRequest::default())
         .await
@@ -83,7 +90,11 @@ async fn etcd_flags_and_environment() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_member_starts_serves_and_stops() {
     let dir = tempdir();
-    let config = rkv_server::Config::new("embedded", dir.path().join("m"), "127.0.0.1:0".parse().unwrap_or_else(|_| panic!()));
+    let config = rkv_server::Config::new(
+        "embedded",
+        dir.path().join("m"),
+        "127.0.0.1:0".parse().unwrap_or_else(|_| panic!()),
+    );
     let member = rkv_server::Member::start(config.clone()).await.unwrap_or_else(|e| panic!("start: {e}"));
     let url = format!("http://{}", member.client_addrs()[0]);
     let mut kv = KvClient::connect(url).await.unwrap_or_else(|e| panic!("{e}"));
@@ -94,7 +105,10 @@ async fn embedded_member_starts_serves_and_stops() {
     let member = rkv_server::Member::start(config).await.unwrap_or_else(|e| panic!("restart: {e}"));
     let url = format!("http://{}", member.client_addrs()[0]);
     let mut kv = KvClient::connect(url).await.unwrap_or_else(|e| panic!("{e}"));
-    let got = kv.range(RangeRequest { key: b"k".to_vec(), ..Default::default() }).await.unwrap_or_else(|e| panic!("{e}"));
+    let got = kv
+        .range(RangeRequest { key: b"k".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.into_inner().kvs[0].value, b"v");
     member.stop().await;
 }

@@ -25,7 +25,11 @@ pub fn endpoint_uri(ep: &str) -> String {
 }
 
 impl Client {
-    pub fn connect(endpoint: &str, dial_timeout: Duration, command_timeout: Duration) -> Result<Self, CtlError> {
+    pub fn connect(
+        endpoint: &str,
+        dial_timeout: Duration,
+        command_timeout: Duration,
+    ) -> Result<Self, CtlError> {
         let ep = Endpoint::from_shared(endpoint_uri(endpoint))
             .map_err(|e| CtlError::new(EXIT_BAD_CONNECTION, format!("invalid endpoint {endpoint}: {e}")))?
             .connect_timeout(dial_timeout)

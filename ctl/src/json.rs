@@ -4,8 +4,8 @@
 
 use base64::Engine;
 use rkv_proto::etcdserverpb::{
-    response_op::Response, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
-    StatusResponse, TxnResponse,
+    response_op::Response, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse,
+    TxnResponse,
 };
 use rkv_proto::mvccpb::KeyValue;
 
@@ -25,15 +25,27 @@ impl Obj {
     }
 
     pub fn int(self, name: &str, v: i64) -> Self {
-        if v == 0 { self } else { self.raw(name, v.to_string()) }
+        if v == 0 {
+            self
+        } else {
+            self.raw(name, v.to_string())
+        }
     }
 
     pub fn uint(self, name: &str, v: u64) -> Self {
-        if v == 0 { self } else { self.raw(name, v.to_string()) }
+        if v == 0 {
+            self
+        } else {
+            self.raw(name, v.to_string())
+        }
     }
 
     pub fn boolean(self, name: &str, v: bool) -> Self {
-        if v { self.raw(name, "true".into()) } else { self }
+        if v {
+            self.raw(name, "true".into())
+        } else {
+            self
+        }
     }
 
     pub fn bytes(self, name: &str, v: &[u8]) -> Self {
@@ -46,7 +58,11 @@ impl Obj {
     }
 
     pub fn str(self, name: &str, v: &str) -> Self {
-        if v.is_empty() { self } else { self.raw(name, string(v)) }
+        if v.is_empty() {
+            self
+        } else {
+            self.raw(name, string(v))
+        }
     }
 
     pub fn obj(self, name: &str, v: Option<String>) -> Self {
@@ -57,7 +73,11 @@ impl Obj {
     }
 
     pub fn list(self, name: &str, items: Vec<String>) -> Self {
-        if items.is_empty() { self } else { self.raw(name, format!("[{}]", items.join(","))) }
+        if items.is_empty() {
+            self
+        } else {
+            self.raw(name, format!("[{}]", items.join(",")))
+        }
     }
 
     pub fn build(self) -> String {
@@ -117,10 +137,7 @@ pub fn range(r: &RangeResponse) -> String {
 }
 
 pub fn put(r: &PutResponse) -> String {
-    Obj::new()
-        .obj("header", header(&r.header))
-        .obj("prev_kv", r.prev_kv.as_ref().map(kv))
-        .build()
+    Obj::new().obj("header", header(&r.header)).obj("prev_kv", r.prev_kv.as_ref().map(kv)).build()
 }
 
 pub fn delete(r: &DeleteRangeResponse) -> String {
@@ -176,7 +193,8 @@ mod tests {
 
     #[test]
     fn omits_zero_values_and_escapes_html() {
-        let r = PutResponse { header: Some(ResponseHeader { revision: 2, ..Default::default() }), prev_kv: None };
+        let r =
+            PutResponse { header: Some(ResponseHeader { revision: 2, ..Default::default() }), prev_kv: None };
         assert_eq!(put(&r), r#"{"header":{"revision":2}}"#);
         assert_eq!(string("<a&b>"), r#""\u003ca\u0026b\u003e""#);
     }

@@ -23,7 +23,13 @@ use print::{Format, Out, Printer};
 #[command(name = "rctl", about = "A simple command line client for etcd3 and rkv.", version)]
 struct Cli {
     /// gRPC endpoints.
-    #[arg(long, global = true, env = "ETCDCTL_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        env = "ETCDCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
     endpoints: Vec<String>,
     /// Dial timeout for client connections.
     #[arg(long = "dial-timeout", global = true, env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s")]
@@ -32,7 +38,13 @@ struct Cli {
     #[arg(long = "command-timeout", global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s")]
     command_timeout: String,
     /// Set the output format (fields, json, simple, table).
-    #[arg(short = 'w', long = "write-out", global = true, env = "ETCDCTL_WRITE_OUT", default_value = "simple")]
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        env = "ETCDCTL_WRITE_OUT",
+        default_value = "simple"
+    )]
     write_out: String,
     #[command(subcommand)]
     command: Command,
@@ -102,7 +114,11 @@ fn fail(e: CtlError) -> ExitCode {
 }
 
 fn parse_duration(flag: &str, s: &str) -> Result<Duration, CtlError> {
-    go_duration(s).ok_or_else(|| CtlError::bad_args(format!("invalid argument {s:?} for \"--{flag}\" flag: time: invalid duration {s:?}")))
+    go_duration(s).ok_or_else(|| {
+        CtlError::bad_args(format!(
+            "invalid argument {s:?} for \"--{flag}\" flag: time: invalid duration {s:?}"
+        ))
+    })
 }
 
 /// Go's `time.ParseDuration` for the units a timeout uses.
@@ -172,7 +188,10 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             let req = tri!(args.request());
             if args.print_value_only {
                 if format != Format::Simple {
-                    return Err((out, CtlError::bad_args("print-value-only is only for `--write-out=simple`")));
+                    return Err((
+                        out,
+                        CtlError::bad_args("print-value-only is only for `--write-out=simple`"),
+                    ));
                 }
                 printer.value_only = true;
             }

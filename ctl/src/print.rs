@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use rkv_proto::etcdserverpb::{
-    response_op::Response, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
-    StatusResponse, TxnResponse,
+    response_op::Response, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse,
+    TxnResponse,
 };
 use rkv_proto::mvccpb::KeyValue;
 
@@ -92,7 +92,7 @@ impl Printer {
     }
 
     fn header_fields(out: &mut Out, h: &Option<ResponseHeader>) {
-        let h = h.clone().unwrap_or_default();
+        let h = h.unwrap_or_default();
         out.line(&format!("\"ClusterID\" : {}", h.cluster_id));
         out.line(&format!("\"MemberID\" : {}", h.member_id));
         if h.revision > 0 {
@@ -176,7 +176,9 @@ impl Printer {
                         Some(Response::ResponseDeleteRange(d)) => self.del(out, d)?,
                         Some(Response::ResponsePut(p)) => self.put(out, p)?,
                         Some(Response::ResponseRange(g)) => self.get(out, g)?,
-                        other => out.line(&format!("\"Unknown\" : {}", quote(format!("{other:?}").as_bytes()))),
+                        other => {
+                            out.line(&format!("\"Unknown\" : {}", quote(format!("{other:?}").as_bytes())))
+                        }
                     }
                 }
             }
@@ -195,7 +197,12 @@ impl Printer {
             Format::Json => {
                 let items: Vec<String> = list
                     .iter()
-                    .map(|(ep, s)| json::Obj::new().raw("Endpoint", json::string(ep)).raw("Status", json::status(s)).build())
+                    .map(|(ep, s)| {
+                        json::Obj::new()
+                            .raw("Endpoint", json::string(ep))
+                            .raw("Status", json::status(s))
+                            .build()
+                    })
                     .collect();
                 out.line(&format!("[{}]", items.join(",")));
             }
@@ -216,8 +223,16 @@ impl Printer {
             }
             Format::Table => {
                 let header = [
-                    "ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM",
-                    "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS",
+                    "ENDPOINT",
+                    "ID",
+                    "VERSION",
+                    "DB SIZE",
+                    "IS LEADER",
+                    "IS LEARNER",
+                    "RAFT TERM",
+                    "RAFT INDEX",
+                    "RAFT APPLIED INDEX",
+                    "ERRORS",
                 ];
                 table(out, &header, &status_rows(list));
             }
@@ -229,7 +244,10 @@ impl Printer {
             Format::Simple => {
                 for h in list {
                     if h.error.is_empty() {
-                        out.line(&format!("{} is healthy: successfully committed proposal: took = {}", h.endpoint, h.took));
+                        out.line(&format!(
+                            "{} is healthy: successfully committed proposal: took = {}",
+                            h.endpoint, h.took
+                        ));
                     } else {
                         eprintln!("{} is unhealthy: failed to commit proposal: {}", h.endpoint, h.error);
                     }
@@ -334,12 +352,8 @@ fn table(out: &mut Out, header: &[&str], rows: &[Vec<String>]) {
     out.line(&head);
     out.line(&border);
     for row in rows {
-        let line: String = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("| {:>w$} ", c, w = *w))
-            .collect::<String>()
-            + "|";
+        let line: String =
+            row.iter().zip(&widths).map(|(c, w)| format!("| {:>w$} ", c, w = *w)).collect::<String>() + "|";
         out.line(&line);
     }
     out.line(&border);

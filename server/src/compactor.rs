@@ -21,7 +21,9 @@ pub async fn run(shared: Shared, mode: AutoCompaction, mut stop: watch::Receiver
         AutoCompaction::Disabled => return,
         // etcd samples every retention/10 (at most 1h) and compacts to the sample that is one
         // retention old.
-        AutoCompaction::Periodic(d) => ((d / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600)), Some(d)),
+        AutoCompaction::Periodic(d) => {
+            ((d / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600)), Some(d))
+        }
         AutoCompaction::Revision(_) => (REVISION_MODE_INTERVAL, None),
     };
     let mut ticker = interval(tick);

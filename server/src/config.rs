@@ -255,15 +255,14 @@ impl Config {
     }
 
     fn from_flags(flags: Flags, ignored: Vec<String>) -> Result<Config, ConfigError> {
-        let data_dir = flags
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(format!("{}.rkv", flags.name)));
+        let data_dir = flags.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.rkv", flags.name)));
         let listen_client_urls = split_urls(&flags.listen_client_urls);
         let mut listen_client_addrs = Vec::new();
         for url in &listen_client_urls {
             listen_client_addrs.extend(parse_client_url(url)?);
         }
-        let auto_compaction = parse_auto_compaction(&flags.auto_compaction_mode, &flags.auto_compaction_retention)?;
+        let auto_compaction =
+            parse_auto_compaction(&flags.auto_compaction_mode, &flags.auto_compaction_retention)?;
         if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&flags.log_level.as_str()) {
             return Err(ConfigError::Invalid(format!(
                 "unknown log level {:?} (debug, info, warn, error, panic or fatal)",
@@ -271,7 +270,9 @@ impl Config {
             )));
         }
         let quota_backend_bytes = match flags.quota_backend_bytes {
-            q if q < 0 => return Err(ConfigError::Invalid("--quota-backend-bytes must not be negative".into())),
+            q if q < 0 => {
+                return Err(ConfigError::Invalid("--quota-backend-bytes must not be negative".into()))
+            }
             0 => DEFAULT_QUOTA_BYTES,
             q => q as u64,
         };
@@ -340,7 +341,8 @@ fn parse_client_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
 }
 
 fn parse_auto_compaction(mode: &str, retention: &str) -> Result<AutoCompaction, ConfigError> {
-    let bad = || ConfigError::Invalid(format!("invalid auto compaction retention {retention:?} for mode {mode:?}"));
+    let bad =
+        || ConfigError::Invalid(format!("invalid auto compaction retention {retention:?} for mode {mode:?}"));
     match mode {
         "periodic" => {
             if let Ok(hours) = retention.parse::<i64>() {
@@ -468,9 +470,11 @@ mod tests {
     #[test]
     fn go_style_flags_and_ignored_flags() {
         let c = parse(&[
-            "-name", "infra0",
+            "-name",
+            "infra0",
             "--data-dir=/tmp/x",
-            "--snapshot-count", "10000",
+            "--snapshot-count",
+            "10000",
             "--client-cert-auth",
             "--peer-client-cert-auth=true",
             "--experimental-initial-corrupt-check=true",

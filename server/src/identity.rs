@@ -95,12 +95,8 @@ pub fn open_data_dir(data_dir: &Path, fresh: Identity) -> Result<Identity, Ident
     // Write the marker through a temporary file so a crash never leaves a half-written one.
     let tmp = data_dir.join(format!("{MARKER}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io)?;
-    write!(
-        f,
-        "{FORMAT}\nmember_id={:016x}\ncluster_id={:016x}\n",
-        fresh.member_id, fresh.cluster_id
-    )
-    .map_err(io)?;
+    write!(f, "{FORMAT}\nmember_id={:016x}\ncluster_id={:016x}\n", fresh.member_id, fresh.cluster_id)
+        .map_err(io)?;
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, &marker).map_err(io)?;
     fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(io)?;

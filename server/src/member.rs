@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rkv_proto::etcdserverpb::{cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer};
+use rkv_proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
 use rkv_storage::Store;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -62,13 +64,16 @@ pub struct Member {
 impl Member {
     /// Opens the data dir and the store, binds the client URLs and starts serving.
     pub async fn start(config: Config) -> Result<Member, StartError> {
-        let member_id = identity::compute_member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token);
+        let member_id =
+            identity::compute_member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token);
         let fresh = Identity { member_id, cluster_id: identity::compute_cluster_id(&[member_id]) };
         let identity = identity::open_data_dir(&config.data_dir, fresh)?;
         let db_path = identity::db_path(&config.data_dir);
-        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(db_path)).await.map_err(|e| {
-            StartError::Thread(std::io::Error::other(e.to_string()))
-        })??);
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || Store::open(db_path))
+                .await
+                .map_err(|e| StartError::Thread(std::io::Error::other(e.to_string())))??,
+        );
         let last_term = store.applied_index()?.term;
         let term = last_term.max(1) + 1;
         let (applier, apply_thread) = Applier::start(store.clone(), term).map_err(StartError::Thread)?;
@@ -79,9 +84,8 @@ impl Member {
 
         let mut listeners = Vec::new();
         for addr in &config.listen_client_addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr: *addr, source })?;
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
             listeners.push(listener);
         }
         let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -173,8 +177,13 @@ fn routes(state: &Arc<MemberState>) -> Routes {
     let mut builder = Routes::builder();
     builder
         .add_service(KvServer::new(KvService::new(state.clone())).max_decoding_message_size(max_decode))
-        .add_service(MaintenanceServer::new(MaintenanceService::new(state.clone())).max_decoding_message_size(max_decode))
-        .add_service(ClusterServer::new(ClusterService::new(state.clone())).max_decoding_message_size(max_decode))
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(state.clone()))
+                .max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(state.clone())).max_decoding_message_size(max_decode),
+        )
         .add_service(health_service);
     let mut routes = builder.routes();
     let grpc = std::mem::take(routes.axum_router_mut());

@@ -19,14 +19,20 @@ impl From<ServerError> for Status {
             ServerError::DuplicateKey => {
                 (Code::InvalidArgument, "etcdserver: duplicate key given in txn request".into())
             }
-            ServerError::InvalidSortOption => (Code::InvalidArgument, "etcdserver: invalid sort option".into()),
+            ServerError::InvalidSortOption => {
+                (Code::InvalidArgument, "etcdserver: invalid sort option".into())
+            }
             ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".into()),
-            ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large".into()),
+            ServerError::RequestTooLarge => {
+                (Code::InvalidArgument, "etcdserver: request is too large".into())
+            }
             ServerError::MessageTooLarge { size, limit } => (
                 Code::ResourceExhausted,
                 format!("grpc: received message larger than max ({size} vs. {limit})"),
             ),
-            ServerError::NoSpace => (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into()),
+            ServerError::NoSpace => {
+                (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into())
+            }
             ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped".into()),
             ServerError::Storage(StorageError::Compacted) => {
                 (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into())
@@ -51,8 +57,16 @@ mod tests {
     fn wire_strings_are_etcds() {
         let cases = [
             (ServerError::EmptyKey, Code::InvalidArgument, "etcdserver: key is not provided"),
-            (ServerError::TooManyOps, Code::InvalidArgument, "etcdserver: too many operations in txn request"),
-            (ServerError::DuplicateKey, Code::InvalidArgument, "etcdserver: duplicate key given in txn request"),
+            (
+                ServerError::TooManyOps,
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                ServerError::DuplicateKey,
+                Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request",
+            ),
             (ServerError::LeaseNotFound, Code::NotFound, "etcdserver: requested lease not found"),
             (
                 ServerError::Storage(StorageError::Compacted),

@@ -150,10 +150,7 @@ mod tests {
     #[test]
     fn key_range_follows_etcd_conventions() {
         assert_eq!(KeyRange::from_request(b"a", b""), KeyRange::Single(b"a"));
-        assert_eq!(
-            KeyRange::from_request(b"a", b"\0"),
-            KeyRange::Range { start: b"a", end: None }
-        );
+        assert_eq!(KeyRange::from_request(b"a", b"\0"), KeyRange::Range { start: b"a", end: None });
         let r = KeyRange::from_request(b"a", b"c");
         assert!(r.contains(b"a") && r.contains(b"b\xff") && !r.contains(b"c"));
         assert!(!KeyRange::from_request(b"c", b"a").contains(b"b"));

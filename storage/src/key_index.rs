@@ -62,23 +62,13 @@ pub struct KeyIndex {
 
 impl KeyIndex {
     pub fn new() -> Self {
-        Self {
-            modified: Revision::default(),
-            generations: vec![Generation::default()],
-        }
+        Self { modified: Revision::default(), generations: vec![Generation::default()] }
     }
 
     /// Rebuilds the index of a key from a stored value at restart: the stored value carries the
     /// creation revision and version that compaction may have removed from the history.
     pub fn restored(created: Revision, modified: Revision, version: i64) -> Self {
-        Self {
-            modified,
-            generations: vec![Generation {
-                ver: version,
-                created,
-                revs: vec![modified],
-            }],
-        }
+        Self { modified, generations: vec![Generation { ver: version, created, revs: vec![modified] }] }
     }
 
     pub fn put(&mut self, rev: Revision) {
@@ -149,10 +139,7 @@ impl KeyIndex {
     /// Revisions of this key with main revision strictly greater than `after`.
     #[cfg(test)]
     pub fn revisions_since(&self, after: i64) -> impl Iterator<Item = Revision> + '_ {
-        self.generations
-            .iter()
-            .flat_map(|g| g.revs.iter().copied())
-            .filter(move |rev| rev.main > after)
+        self.generations.iter().flat_map(|g| g.revs.iter().copied()).filter(move |rev| rev.main > after)
     }
 
     /// Drops the history at or below `at` that no read at `at` or later can see, and records in

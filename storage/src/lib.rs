@@ -24,5 +24,7 @@ mod model_tests;
 pub use error::{Result, StorageError};
 pub use index::KeyRange;
 pub use revision::Revision;
-pub use store::{AppliedIndex, KvRead, RangeOptions, ReadView, RangeResult, Store, INITIAL_REVISION, NEVER_COMPACTED};
+pub use store::{
+    AppliedIndex, KvRead, RangeOptions, RangeResult, ReadView, Store, INITIAL_REVISION, NEVER_COMPACTED,
+};
 pub use write::{Committed, Durability, ScheduledCompaction, TxnWrite, Writer};

@@ -52,8 +52,14 @@ impl Model {
         state
     }
 
-    fn range(&self, key: &[u8], end: &[u8], rev: i64, limit: usize, count_only: bool)
-        -> Result<(Vec<KeyValue>, usize, i64), &'static str> {
+    fn range(
+        &self,
+        key: &[u8],
+        end: &[u8],
+        rev: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<(Vec<KeyValue>, usize, i64), &'static str> {
         if rev > self.current {
             return Err("future");
         }
@@ -62,12 +68,8 @@ impl Model {
             return Err("compacted");
         }
         let range = KeyRange::from_request(key, end);
-        let all: Vec<KeyValue> = self
-            .state_at(at)
-            .into_iter()
-            .filter(|(k, _)| range.contains(k))
-            .map(|(_, kv)| kv)
-            .collect();
+        let all: Vec<KeyValue> =
+            self.state_at(at).into_iter().filter(|(k, _)| range.contains(k)).map(|(_, kv)| kv).collect();
         let count = all.len();
         let kvs = if count_only {
             Vec::new()
@@ -138,17 +140,19 @@ fn error_name(e: &StorageError) -> &'static str {
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
     prop::sample::select(vec![
-        b"a".to_vec(), b"ab".to_vec(), b"abc".to_vec(), b"b".to_vec(), b"ba".to_vec(),
-        b"c".to_vec(), b"d\xff".to_vec(), b"e".to_vec(),
+        b"a".to_vec(),
+        b"ab".to_vec(),
+        b"abc".to_vec(),
+        b"b".to_vec(),
+        b"ba".to_vec(),
+        b"c".to_vec(),
+        b"d\xff".to_vec(),
+        b"e".to_vec(),
     ])
 }
 
 fn range_end() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        Just(Vec::new()),
-        Just(vec![0u8]),
-        key(),
-    ]
+    prop_oneof![Just(Vec::new()), Just(vec![0u8]), key(),]
 }
 
 fn write_op() -> impl Strategy<Value = WriteOp> {
@@ -230,9 +234,24 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Reopen => {
                 drop(store);
                 store = Store::open(dir.path()).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                prop_assert_eq!(store.current_revision().ok(), Some(model.current), "step {}: revision after reopen", step);
-                prop_assert_eq!(store.compacted_revision().ok(), Some(model.compacted), "step {}: compacted after reopen", step);
-                prop_assert_eq!(store.applied_index().ok().map(|a| a.index), Some(applied), "step {}: applied after reopen", step);
+                prop_assert_eq!(
+                    store.current_revision().ok(),
+                    Some(model.current),
+                    "step {}: revision after reopen",
+                    step
+                );
+                prop_assert_eq!(
+                    store.compacted_revision().ok(),
+                    Some(model.compacted),
+                    "step {}: compacted after reopen",
+                    step
+                );
+                prop_assert_eq!(
+                    store.applied_index().ok().map(|a| a.index),
+                    Some(applied),
+                    "step {}: applied after reopen",
+                    step
+                );
             }
         }
     }

@@ -113,9 +113,8 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [CF_KV, CF_META]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs =
+            [CF_KV, CF_META].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = Self {
             db: Arc::new(db),
@@ -124,9 +123,7 @@ impl Store {
                 current_rev: INITIAL_REVISION,
                 compact_rev: NEVER_COMPACTED,
             }),
-            writer: Mutex::new(WriterState {
-                applied: AppliedIndex::default(),
-            }),
+            writer: Mutex::new(WriterState { applied: AppliedIndex::default() }),
             compactor: Mutex::new(()),
             poisoned: AtomicBool::new(false),
         };
@@ -146,7 +143,11 @@ impl Store {
             None => Ok(None),
             Some(v) => {
                 let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| {
-                    StorageError::Corrupt(format!("meta {} is {} bytes", String::from_utf8_lossy(key), v.len()))
+                    StorageError::Corrupt(format!(
+                        "meta {} is {} bytes",
+                        String::from_utf8_lossy(key),
+                        v.len()
+                    ))
                 })?;
                 Ok(Some(i64::from_be_bytes(bytes)))
             }
@@ -180,11 +181,8 @@ impl Store {
         }
         let compact_rev = self.meta_i64(META_COMPACT_REV)?.unwrap_or(NEVER_COMPACTED);
         let finished = self.meta_i64(META_FINISHED_COMPACT_REV)?.unwrap_or(NEVER_COMPACTED);
-        let current_rev = self
-            .meta_i64(META_CURRENT_REV)?
-            .unwrap_or(INITIAL_REVISION)
-            .max(newest)
-            .max(compact_rev);
+        let current_rev =
+            self.meta_i64(META_CURRENT_REV)?.unwrap_or(INITIAL_REVISION).max(newest).max(compact_rev);
         let applied = match self.db.get_cf(self.cf(CF_META)?, META_APPLIED)? {
             Some(v) => AppliedIndex::decode(&v)
                 .ok_or_else(|| StorageError::Corrupt("bad applied index".to_string()))?,
@@ -261,9 +259,7 @@ impl Store {
         let mut live = 0;
         for name in [CF_KV, CF_META] {
             let cf = self.cf(name)?;
-            let prop = |p: &str| -> Result<u64> {
-                Ok(self.db.property_int_value_cf(cf, p)?.unwrap_or(0))
-            };
+            let prop = |p: &str| -> Result<u64> { Ok(self.db.property_int_value_cf(cf, p)?.unwrap_or(0)) };
             total += prop("rocksdb.total-sst-files-size")? + prop("rocksdb.size-all-mem-tables")?;
             live += prop("rocksdb.estimate-live-data-size")? + prop("rocksdb.cur-size-all-mem-tables")?;
         }
@@ -319,10 +315,7 @@ pub(crate) fn plan_range(
         return Err(StorageError::Compacted);
     }
     if opts.count_only {
-        return Ok(RangePlan {
-            revs: Vec::new(),
-            count: state.index.count(range, rev),
-        });
+        return Ok(RangePlan { revs: Vec::new(), count: state.index.count(range, rev) });
     }
     let (revs, count) = state.index.revisions(range, rev, opts.limit);
     Ok(RangePlan { revs, count })
@@ -386,10 +379,6 @@ impl KvRead for ReadView<'_> {
         let mut read_opts = ReadOptions::default();
         read_opts.set_snapshot(&snapshot);
         let values = self.store.db.multi_get_cf_opt(keys.iter().map(|k| (kv_cf, k)), &read_opts);
-        Ok(RangeResult {
-            kvs: decode_values(&plan.revs, values)?,
-            count: plan.count,
-            rev: self.rev,
-        })
+        Ok(RangeResult { kvs: decode_values(&plan.revs, values)?, count: plan.count, rev: self.rev })
     }
 }

@@ -22,8 +22,8 @@ use crate::error::{Result, StorageError};
 use crate::index::KeyRange;
 use crate::revision::Revision;
 use crate::store::{
-    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState,
-    CF_KV, CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
+    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState, CF_KV,
+    CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
 };
 
 /// Whether `commit` waits for the batch to reach stable storage.
@@ -107,11 +107,7 @@ impl<'a> Writer<'a> {
     /// Starts a write transaction at the current revision of this batch.
     pub fn txn(&mut self) -> TxnWrite<'_, 'a> {
         let begin_rev = self.rev;
-        TxnWrite {
-            w: self,
-            begin_rev,
-            changes: 0,
-        }
+        TxnWrite { w: self, begin_rev, changes: 0 }
     }
 
     /// Accepts a compaction at `rev` (etcd's `updateCompactRev` + index compaction). Reads below
@@ -153,10 +149,7 @@ impl<'a> Writer<'a> {
         let mut state = self.store.state_write()?;
         state.current_rev = self.rev;
         drop(state);
-        Ok(Committed {
-            current_rev: self.rev,
-            events: std::mem::take(&mut self.events),
-        })
+        Ok(Committed { current_rev: self.rev, events: std::mem::take(&mut self.events) })
     }
 
     fn range_at(&self, range: KeyRange<'_>, opts: RangeOptions, cur: i64) -> Result<RangeResult> {
@@ -185,22 +178,14 @@ impl<'a> Writer<'a> {
                 kvs[*i] = Some(kv);
             }
         }
-        Ok(RangeResult {
-            kvs: kvs.into_iter().flatten().collect(),
-            count: plan.count,
-            rev: cur,
-        })
+        Ok(RangeResult { kvs: kvs.into_iter().flatten().collect(), count: plan.count, rev: cur })
     }
 
     fn write_change(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) -> Result<()> {
         let kv_cf = self.store.cf(CF_KV)?;
         self.batch.put_cf(kv_cf, rev.encode(tombstone), kv.encode_to_vec());
         let kind = if tombstone { EventType::Delete } else { EventType::Put };
-        self.events.push(Event {
-            r#type: kind as i32,
-            kv: Some(kv.clone()),
-            prev_kv: None,
-        });
+        self.events.push(Event { r#type: kind as i32, kv: Some(kv.clone()), prev_kv: None });
         self.pending.insert(rev, kv);
         Ok(())
     }
@@ -233,7 +218,6 @@ impl TxnWrite<'_, '_> {
         self.changes > 0
     }
 
-
     /// Puts `key`; returns the revision of the change (etcd: `beginRev + 1`).
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<i64> {
         let main = self.begin_rev + 1;
@@ -247,14 +231,7 @@ impl TxnWrite<'_, '_> {
                 None => (main, 1),
             }
         };
-        let kv = KeyValue {
-            key: key.to_vec(),
-            create_revision,
-            mod_revision: main,
-            version,
-            value,
-            lease,
-        };
+        let kv = KeyValue { key: key.to_vec(), create_revision, mod_revision: main, version, value, lease };
         self.w.write_change(rev, kv, false)?;
         self.changes += 1;
         self.w.rev = main;
@@ -283,11 +260,7 @@ impl TxnWrite<'_, '_> {
                     String::from_utf8_lossy(key)
                 )));
             }
-            let kv = KeyValue {
-                key: key.clone(),
-                mod_revision: main,
-                ..Default::default()
-            };
+            let kv = KeyValue { key: key.clone(), mod_revision: main, ..Default::default() };
             self.w.write_change(rev, kv, true)?;
             self.changes += 1;
             self.w.rev = main;

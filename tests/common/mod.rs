@@ -242,13 +242,18 @@ fn run_cli(program: &str, endpoint: &str, args: &[&str], stdin: Option<&str>) ->
             input.write_all(s.as_bytes()).unwrap_or_else(|e| panic!("stdin: {e}"));
         }
     }
-    let Output { status, stdout, stderr } = child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let Output { status, stdout, stderr } =
+        child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
     let stderr: String = String::from_utf8_lossy(&stderr)
         .lines()
         .filter(|l| !l.contains("\"level\":\"warn\""))
         .map(|l| format!("{l}\n"))
         .collect();
-    CliRun { stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr, code: status.code().unwrap_or(-1) }
+    CliRun {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr,
+        code: status.code().unwrap_or(-1),
+    }
 }
 
 pub fn etcdctl(server: &impl Server, args: &[&str], stdin: Option<&str>) -> CliRun {

@@ -140,13 +140,19 @@ impl GetArgs {
     /// etcdctl's `getGetOp` + clientv3's op options.
     pub fn request(&self) -> Result<RangeRequest, CtlError> {
         let Some(key) = self.args.first() else {
-            return Err(CtlError::bad_args("get command needs one argument as key and an optional argument as range_end"));
+            return Err(CtlError::bad_args(
+                "get command needs one argument as key and an optional argument as range_end",
+            ));
         };
         if self.prefix && self.from_key {
-            return Err(CtlError::bad_args("`--prefix` and `--from-key` cannot be set at the same time, choose one"));
+            return Err(CtlError::bad_args(
+                "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+            ));
         }
         if self.keys_only && self.count_only {
-            return Err(CtlError::bad_args("`--keys-only` and `--count-only` cannot be set at the same time, choose one"));
+            return Err(CtlError::bad_args(
+                "`--keys-only` and `--count-only` cannot be set at the same time, choose one",
+            ));
         }
         let serializable = match self.consistency.as_str() {
             "s" => true,
@@ -214,10 +220,14 @@ pub struct DelArgs {
 impl DelArgs {
     pub fn request(&self) -> Result<DeleteRangeRequest, CtlError> {
         if self.args.is_empty() || self.args.len() > 2 {
-            return Err(CtlError::bad_args("del command needs one argument as key and an optional argument as range_end"));
+            return Err(CtlError::bad_args(
+                "del command needs one argument as key and an optional argument as range_end",
+            ));
         }
         if self.prefix && self.from_key {
-            return Err(CtlError::bad_args("`--prefix` and `--from-key` cannot be set at the same time, choose one"));
+            return Err(CtlError::bad_args(
+                "`--prefix` and `--from-key` cannot be set at the same time, choose one",
+            ));
         }
         if self.args.len() > 1 && (self.prefix || self.from_key) {
             return Err(CtlError::bad_args(

@@ -88,7 +88,12 @@ pub fn parse_compare(line: &str) -> Result<Compare, CtlError> {
         "!=" => CompareResult::NotEqual,
         "<" => CompareResult::Less,
         ">" => CompareResult::Greater,
-        _ => return Err(CtlError::new(EXIT_INVALID_INPUT, format!("malformed comparison: {line} (unknown op {op})"))),
+        _ => {
+            return Err(CtlError::new(
+                EXIT_INVALID_INPUT,
+                format!("malformed comparison: {line} (unknown op {op})"),
+            ))
+        }
     };
     let int = || {
         value
@@ -101,8 +106,9 @@ pub fn parse_compare(line: &str) -> Result<Compare, CtlError> {
         "m" | "mod" => (CompareTarget::Mod, TargetUnion::ModRevision(int()?)),
         "val" | "value" => (CompareTarget::Value, TargetUnion::Value(value.clone().into_bytes())),
         "lease" => {
-            let id = i64::from_str_radix(&value, 16)
-                .map_err(|_| CtlError::new(EXIT_INVALID_INPUT, format!("invalid txn compare request: {line}")))?;
+            let id = i64::from_str_radix(&value, 16).map_err(|_| {
+                CtlError::new(EXIT_INVALID_INPUT, format!("invalid txn compare request: {line}"))
+            })?;
             (CompareTarget::Lease, TargetUnion::Lease(id))
         }
         other => {

@@ -158,9 +158,7 @@ mod tests {
     use super::*;
 
     fn put(k: &str) -> RequestOp {
-        RequestOp {
-            request: Some(Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })),
-        }
+        RequestOp { request: Some(Request::RequestPut(PutRequest { key: k.into(), ..Default::default() })) }
     }
 
     fn del(k: &str, end: &str) -> RequestOp {
@@ -174,9 +172,7 @@ mod tests {
     }
 
     fn txn(success: Vec<RequestOp>, failure: Vec<RequestOp>) -> RequestOp {
-        RequestOp {
-            request: Some(Request::RequestTxn(TxnRequest { compare: vec![], success, failure })),
-        }
+        RequestOp { request: Some(Request::RequestTxn(TxnRequest { compare: vec![], success, failure })) }
     }
 
     fn check(ops: Vec<RequestOp>) -> bool {
@@ -205,7 +201,8 @@ mod tests {
             check_txn(&TxnRequest { compare: vec![], success: ops, failure: vec![] }, 128),
             Err(ServerError::TooManyOps)
         ));
-        let empty = TxnRequest { compare: vec![], success: vec![RequestOp { request: None }], failure: vec![] };
+        let empty =
+            TxnRequest { compare: vec![], success: vec![RequestOp { request: None }], failure: vec![] };
         assert!(matches!(check_txn(&empty, 128), Err(ServerError::KeyNotFound)));
     }
 }

@@ -9,8 +9,8 @@ use rkv_proto::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     request_op::Request,
     response_op::Response,
-    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use rkv_proto::mvccpb::KeyValue;
 use rkv_storage::{KeyRange, KvRead, RangeOptions, TxnWrite};
@@ -73,12 +73,7 @@ pub fn range(view: &impl KvRead, r: &RangeRequest) -> Result<RangeResponse> {
             kv.value.clear();
         }
     }
-    Ok(RangeResponse {
-        header: header(rr.rev),
-        kvs,
-        more,
-        count: rr.count as i64,
-    })
+    Ok(RangeResponse { header: header(rr.rev), kvs, more, count: rr.count as i64 })
 }
 
 /// Results come from the index in ascending key order; a target other than KEY with no order
@@ -125,10 +120,7 @@ pub fn put(txn: &mut TxnWrite<'_, '_>, p: &PutRequest) -> Result<PutResponse> {
         }
     }
     let rev = txn.put(&p.key, value, lease)?;
-    Ok(PutResponse {
-        header: header(rev),
-        prev_kv: if p.prev_kv { prev } else { None },
-    })
+    Ok(PutResponse { header: header(rev), prev_kv: if p.prev_kv { prev } else { None } })
 }
 
 pub fn delete_range(txn: &mut TxnWrite<'_, '_>, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
@@ -138,11 +130,7 @@ pub fn delete_range(txn: &mut TxnWrite<'_, '_>, d: &DeleteRangeRequest) -> Resul
         prev_kvs = txn.range(range, RangeOptions::default())?.kvs;
     }
     let (deleted, rev) = txn.delete_range(range)?;
-    Ok(DeleteRangeResponse {
-        header: header(rev),
-        deleted,
-        prev_kvs,
-    })
+    Ok(DeleteRangeResponse { header: header(rev), deleted, prev_kvs })
 }
 
 /// Checks of a single Put before anything is written (etcd's `checkRequestPut` and the lease
@@ -305,10 +293,11 @@ fn check_from_key_deletes(t: &TxnRequest, path: &[bool]) -> Result<()> {
                     *start = d.key.clone();
                 }
             }
-            Request::RequestPut(p) if p.ignore_value || p.ignore_lease => {
-                if deleted_from.as_ref().is_some_and(|start| p.key >= *start) {
-                    return Err(ServerError::KeyNotFound);
-                }
+            Request::RequestPut(p)
+                if (p.ignore_value || p.ignore_lease)
+                    && deleted_from.as_ref().is_some_and(|start| p.key >= *start) =>
+            {
+                return Err(ServerError::KeyNotFound);
             }
             _ => {}
         }
@@ -318,11 +307,7 @@ fn check_from_key_deletes(t: &TxnRequest, path: &[bool]) -> Result<()> {
 }
 
 /// Visits the non-txn ops of the branches taken; returns how many path entries nested txns used.
-fn walk_path(
-    t: &TxnRequest,
-    path: &[bool],
-    f: &mut impl FnMut(&Request) -> Result<()>,
-) -> Result<usize> {
+fn walk_path(t: &TxnRequest, path: &[bool], f: &mut impl FnMut(&Request) -> Result<()>) -> Result<usize> {
     let mut used = 0;
     let ops = if path.first().copied().unwrap_or(false) { &t.success } else { &t.failure };
     for op in ops {

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::thread;
 
 use rkv_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use rkv_storage::{AppliedIndex, Durability, ScheduledCompaction, Store, Writer};
 use tokio::sync::{mpsc, oneshot};
@@ -68,19 +68,15 @@ impl Applier {
     /// Starts the apply thread over `store`. It ends when every `Applier` clone is dropped.
     pub fn start(store: Arc<Store>, term: u64) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = thread::Builder::new()
-            .name("rkv-apply".into())
-            .spawn(move || apply_loop(store, rx, term))?;
+        let handle =
+            thread::Builder::new().name("rkv-apply".into()).spawn(move || apply_loop(store, rx, term))?;
         Ok((Self { tx }, handle))
     }
 
     /// Proposes a write and waits until it is applied and durable.
     pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Proposal { command, reply })
-            .await
-            .map_err(|_| ServerError::Stopped)?;
+        self.tx.send(Proposal { command, reply }).await.map_err(|_| ServerError::Stopped)?;
         rx.await.map_err(|_| ServerError::Stopped)?
     }
 }

@@ -100,7 +100,8 @@ impl Kv for KvService {
                 let path = kv::compare_to_path(&view, &r)?;
                 kv::check_txn_requests(&view, &r, &path, &NoLeases, false)?;
                 let mut resp = kv::execute_txn(&mut view, &r, &path)?;
-                resp.header = Some(ResponseHeader { revision: rkv_storage::KvRead::rev(&view), ..Default::default() });
+                resp.header =
+                    Some(ResponseHeader { revision: rkv_storage::KvRead::rev(&view), ..Default::default() });
                 Ok(resp)
             })
             .await?
