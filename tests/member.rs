@@ -112,3 +112,47 @@ async fn embedded_member_starts_serves_and_stops() {
     assert_eq!(got.into_inner().kvs[0].value, b"v");
     member.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_service_reports_serving() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(common::channel(&rkv).await);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+/// Periodic auto compaction with a 1s retention compacts away revisions older than a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_auto_compaction() {
+    let dir = tempdir();
+    let rkv =
+        Rkv::start_with(dir.path(), &["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"]);
+    let mut kv = KvClient::new(common::channel(&rkv).await);
+    for i in 0..5 {
+        let put = PutRequest { key: b"k".to_vec(), value: vec![i], ..Default::default() };
+        kv.put(put).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let old = RangeRequest { key: b"k".to_vec(), revision: 2, ..Default::default() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match kv.range(old.clone()).await {
+            Err(e) if e.message() == "etcdserver: mvcc: required revision has been compacted" => break,
+            Ok(_) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no auto compaction within 30s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rkv.log_text().contains("completed auto compaction"));
+    // The newest value is never compacted away.
+    let now = kv
+        .range(RangeRequest { key: b"k".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now.into_inner().kvs[0].value, vec![4]);
+}

@@ -31,6 +31,12 @@ pub enum ServerError {
     NoSpace,
     #[error("server stopped")]
     Stopped,
+    /// An RPC of the etcd API that a later issue implements.
+    #[error("{0} is not implemented yet")]
+    NotImplemented(&'static str),
+    /// The apply layer answered a request with a response of another kind (a bug).
+    #[error("unexpected apply response")]
+    UnexpectedResponse,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

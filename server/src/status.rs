@@ -34,6 +34,12 @@ impl From<ServerError> for Status {
                 (Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded".into())
             }
             ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped".into()),
+            ServerError::NotImplemented(what) => {
+                (Code::Unimplemented, format!("rkv: {what} is not implemented yet"))
+            }
+            ServerError::UnexpectedResponse => {
+                (Code::Internal, "etcdserver: unexpected apply response".into())
+            }
             ServerError::Storage(StorageError::Compacted) => {
                 (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into())
             }

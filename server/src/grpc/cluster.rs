@@ -21,7 +21,7 @@ impl ClusterService {
 }
 
 fn not_yet() -> Status {
-    Status::unimplemented("rkv: membership changes are not implemented yet")
+    crate::error::ServerError::NotImplemented("membership change").into()
 }
 
 #[tonic::async_trait]

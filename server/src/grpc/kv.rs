@@ -46,7 +46,7 @@ impl KvService {
 }
 
 fn unexpected() -> Status {
-    Status::internal("etcdserver: unexpected apply response")
+    ServerError::UnexpectedResponse.into()
 }
 
 #[tonic::async_trait]

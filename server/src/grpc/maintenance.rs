@@ -24,8 +24,8 @@ impl MaintenanceService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("rkv: {what} is not implemented yet"))
+fn not_yet(what: &'static str) -> Status {
+    ServerError::NotImplemented(what).into()
 }
 
 #[tonic::async_trait]
