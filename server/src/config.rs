@@ -107,7 +107,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("experimental-compaction-batch-limit", false),
     ("experimental-compaction-sleep-interval", false),
     ("experimental-peer-skip-client-san-verification", true),
-    ("experimental-watch-progress-notify-interval", false),
     ("experimental-warning-apply-duration", false),
     ("experimental-warning-unary-request-duration", false),
     ("experimental-txn-mode-write-with-shared-buffer", true),
@@ -180,6 +179,10 @@ pub struct Flags {
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
 
+    /// Interval between progress notifications to watchers that asked for them.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m")]
+    pub experimental_watch_progress_notify_interval: String,
+
     /// Log level: debug, info, warn, error, panic or fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -209,6 +212,7 @@ pub struct Config {
     pub auto_compaction: AutoCompaction,
     pub initial_cluster_token: String,
     pub log_level: String,
+    pub watch_progress_notify_interval: Duration,
     /// etcd flags given that rkv accepts but does not use yet (logged at start).
     pub ignored: Vec<String>,
 }
@@ -236,6 +240,7 @@ impl Config {
             auto_compaction: AutoCompaction::Disabled,
             initial_cluster_token: "etcd-cluster".into(),
             log_level: "info".into(),
+            watch_progress_notify_interval: Duration::from_secs(600),
             ignored: Vec::new(),
         }
     }
@@ -269,6 +274,15 @@ impl Config {
                 flags.log_level
             )));
         }
+        let watch_progress_notify_interval =
+            parse_go_duration(&flags.experimental_watch_progress_notify_interval)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "invalid --experimental-watch-progress-notify-interval {:?}",
+                        flags.experimental_watch_progress_notify_interval
+                    ))
+                })?;
         let quota_backend_bytes = match flags.quota_backend_bytes {
             q if q < 0 => {
                 return Err(ConfigError::Invalid("--quota-backend-bytes must not be negative".into()))
@@ -289,6 +303,7 @@ impl Config {
             auto_compaction,
             initial_cluster_token: flags.initial_cluster_token,
             log_level: flags.log_level,
+            watch_progress_notify_interval,
             ignored,
         })
     }

@@ -20,6 +20,7 @@ pub mod identity;
 mod member;
 mod status;
 pub mod version;
+pub mod watch;
 
 pub use config::Config;
 pub use member::{run, Member, MemberState, StartError};

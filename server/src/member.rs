@@ -20,8 +20,12 @@ use tracing::{error, info, warn};
 
 use crate::apply::Applier;
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
-use crate::grpc::{cluster::ClusterService, kv::KvService, maintenance::MaintenanceService};
+use crate::grpc::{
+    cluster::ClusterService, kv::KvService, maintenance::MaintenanceService, watch::WatchService,
+};
 use crate::identity::{self, Identity, IdentityError};
+use crate::watch::WatchHub;
+use rkv_proto::etcdserverpb::{watch_server::WatchServer, ResponseHeader};
 
 /// What every service of a member shares.
 pub struct MemberState {
@@ -29,6 +33,7 @@ pub struct MemberState {
     pub identity: Identity,
     pub store: Arc<Store>,
     pub applier: Applier,
+    pub hub: Arc<WatchHub>,
     /// The term this member serves in: one more than the last one it applied in, as a
     /// single-member etcd elects itself again at each start.
     pub term: u64,
@@ -76,7 +81,15 @@ impl Member {
         );
         let last_term = store.applied_index()?.term;
         let term = last_term.max(1) + 1;
-        let (applier, apply_thread) = Applier::start(store.clone(), term).map_err(StartError::Thread)?;
+        let header = ResponseHeader {
+            cluster_id: identity.cluster_id,
+            member_id: identity.member_id,
+            revision: 0,
+            raft_term: term,
+        };
+        let hub = WatchHub::new(store.clone(), header, config.max_request_bytes)?;
+        let (applier, apply_thread) =
+            Applier::start(store.clone(), hub.clone(), term).map_err(StartError::Thread)?;
         let store_ref = Arc::downgrade(&store);
         for flag in &config.ignored {
             warn!(flag = %flag, "etcd flag accepted but not used by rkv");
@@ -90,7 +103,7 @@ impl Member {
         }
         let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
-        let state = Arc::new(MemberState { config, identity, store, applier, term });
+        let state = Arc::new(MemberState { config, identity, store, applier, hub, term });
         let routes = routes(&state);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -184,6 +197,7 @@ fn routes(state: &Arc<MemberState>) -> Routes {
         .add_service(
             ClusterServer::new(ClusterService::new(state.clone())).max_decoding_message_size(max_decode),
         )
+        .add_service(WatchServer::new(WatchService::new(state.clone())).max_decoding_message_size(max_decode))
         .add_service(health_service);
     let mut routes = builder.routes();
     let grpc = std::mem::take(routes.axum_router_mut());

@@ -61,6 +61,8 @@ pub struct Writer<'a> {
     events: Vec<Event>,
     compact_rev: Option<i64>,
     committed: bool,
+    /// Whether events carry the key's previous value (someone watches with prev_kv).
+    capture_prev: bool,
 }
 
 impl Drop for Writer<'_> {
@@ -90,6 +92,7 @@ impl Store {
             events: Vec::new(),
             compact_rev: None,
             committed: false,
+            capture_prev: false,
         })
     }
 }
@@ -102,6 +105,11 @@ impl<'a> Writer<'a> {
 
     pub fn compacted_revision(&self) -> Result<i64> {
         self.store.compacted_revision()
+    }
+
+    /// Makes the events of this batch carry each key's previous value (`Event.prev_kv`).
+    pub fn capture_prev_kv(&mut self, on: bool) {
+        self.capture_prev = on;
     }
 
     /// Starts a write transaction at the current revision of this batch.
@@ -181,11 +189,33 @@ impl<'a> Writer<'a> {
         Ok(RangeResult { kvs: kvs.into_iter().flatten().collect(), count: plan.count, rev: cur })
     }
 
-    fn write_change(&mut self, rev: Revision, kv: KeyValue, tombstone: bool) -> Result<()> {
+    /// The stored value at `rev` (a live revision), from this batch or from disk.
+    fn value_at(&self, rev: Revision) -> Result<KeyValue> {
+        if let Some(kv) = self.pending.get(&rev) {
+            return Ok(kv.clone());
+        }
+        let kv_cf = self.store.cf(CF_KV)?;
+        let value = self.store.db.get_cf(kv_cf, rev.encode(false));
+        decode_values(&[rev], vec![value])?
+            .pop()
+            .ok_or_else(|| StorageError::Corrupt(format!("no value at revision {rev}")))
+    }
+
+    fn write_change(
+        &mut self,
+        rev: Revision,
+        kv: KeyValue,
+        tombstone: bool,
+        prev: Option<Revision>,
+    ) -> Result<()> {
+        let prev_kv = match prev {
+            Some(p) if self.capture_prev => Some(self.value_at(p)?),
+            _ => None,
+        };
         let kv_cf = self.store.cf(CF_KV)?;
         self.batch.put_cf(kv_cf, rev.encode(tombstone), kv.encode_to_vec());
         let kind = if tombstone { EventType::Delete } else { EventType::Put };
-        self.events.push(Event { r#type: kind as i32, kv: Some(kv.clone()), prev_kv: None });
+        self.events.push(Event { r#type: kind as i32, kv: Some(kv.clone()), prev_kv });
         self.pending.insert(rev, kv);
         Ok(())
     }
@@ -222,17 +252,17 @@ impl TxnWrite<'_, '_> {
     pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<i64> {
         let main = self.begin_rev + 1;
         let rev = Revision::new(main, self.changes);
-        let (create_revision, version) = {
+        let (create_revision, version, prior) = {
             let mut state = self.w.store.state_write()?;
             let prior = state.index.get(key, main);
             state.index.put(key, rev);
             match prior {
-                Some(k) => (k.created.main, k.version + 1),
-                None => (main, 1),
+                Some(k) => (k.created.main, k.version + 1, Some(k.modified)),
+                None => (main, 1, None),
             }
         };
         let kv = KeyValue { key: key.to_vec(), create_revision, mod_revision: main, version, value, lease };
-        self.w.write_change(rev, kv, false)?;
+        self.w.write_change(rev, kv, false, prior)?;
         self.changes += 1;
         self.w.rev = main;
         Ok(main)
@@ -246,12 +276,12 @@ impl TxnWrite<'_, '_> {
         let mut keys = Vec::new();
         {
             let state = self.w.store.state_read()?;
-            state.index.visit(range, read_rev, |key, _| {
-                keys.push(key.to_vec());
+            state.index.visit(range, read_rev, |key, k| {
+                keys.push((key.to_vec(), k.modified));
                 true
             });
         }
-        for key in &keys {
+        for (key, prior) in &keys {
             let rev = Revision::new(main, self.changes);
             let deleted = self.w.store.state_write()?.index.tombstone(key, rev);
             if !deleted {
@@ -261,7 +291,7 @@ impl TxnWrite<'_, '_> {
                 )));
             }
             let kv = KeyValue { key: key.clone(), mod_revision: main, ..Default::default() };
-            self.w.write_change(rev, kv, true)?;
+            self.w.write_change(rev, kv, true, Some(*prior))?;
             self.changes += 1;
             self.w.rev = main;
         }

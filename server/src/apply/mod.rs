@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::error::{Result, ServerError};
+use crate::watch::WatchHub;
 use kv::LeaseLookup;
 
 /// Most proposals applied in one batch (one fsync).
@@ -66,10 +67,15 @@ pub struct Applier {
 
 impl Applier {
     /// Starts the apply thread over `store`. It ends when every `Applier` clone is dropped.
-    pub fn start(store: Arc<Store>, term: u64) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
+    pub fn start(
+        store: Arc<Store>,
+        hub: Arc<WatchHub>,
+        term: u64,
+    ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle =
-            thread::Builder::new().name("rkv-apply".into()).spawn(move || apply_loop(store, rx, term))?;
+        let handle = thread::Builder::new()
+            .name("rkv-apply".into())
+            .spawn(move || apply_loop(store, hub, rx, term))?;
         Ok((Self { tx }, handle))
     }
 
@@ -88,7 +94,7 @@ struct Pending {
     compaction: Option<(ScheduledCompaction, bool)>,
 }
 
-fn apply_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Proposal>, term: u64) {
+fn apply_loop(store: Arc<Store>, hub: Arc<WatchHub>, mut rx: mpsc::Receiver<Proposal>, term: u64) {
     let mut applied = match store.applied_index() {
         Ok(a) => a.index,
         Err(e) => {
@@ -111,6 +117,8 @@ fn apply_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Proposal>, term: u64) {
                 continue;
             }
         };
+        let captured_prev = hub.wants_prev_kv();
+        writer.capture_prev_kv(captured_prev);
         let mut pending = Vec::with_capacity(batch.len());
         let mut broken = None;
         for proposal in batch {
@@ -139,6 +147,7 @@ fn apply_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Proposal>, term: u64) {
         match writer.commit(AppliedIndex { term, index: applied }, Durability::Sync) {
             Ok(committed) => {
                 debug!(rev = committed.current_rev, writes = pending.len(), "applied batch");
+                hub.notify(committed.current_rev, &committed.events, captured_prev);
                 for p in pending {
                     finish(&store, p);
                 }

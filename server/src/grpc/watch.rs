@@ -1,0 +1,167 @@
+//! The Watch service (etcd `v3rpc/watch.go`): one task per stream reads create, cancel and
+//! progress requests in order and answers each before reading the next, so Created responses
+//! come in request order and before any event of their watcher.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use rkv_proto::etcdserverpb::{
+    watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch, WatchCreateRequest,
+    WatchRequest, WatchResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::watch::{run_syncer, StreamId, WatchHub, WatchSpec, PROGRESS_WATCH_ID};
+
+pub struct WatchService {
+    shared: Shared,
+}
+
+impl WatchService {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hub = self.shared.hub.clone();
+        let (stream, rx, tx, bell) = hub.open_stream();
+        let syncer = tokio::spawn(run_syncer(hub.clone(), stream, tx.clone(), bell, hub.max_response_bytes));
+        let ticker = tokio::spawn(progress_ticker(
+            hub.clone(),
+            stream,
+            tx.clone(),
+            self.shared.config.watch_progress_notify_interval,
+        ));
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = inbound.next().await {
+                if !handle(&hub, stream, &tx, req).await {
+                    break;
+                }
+            }
+            hub.close_stream(stream);
+            syncer.abort();
+            ticker.abort();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+    }
+}
+
+/// Answers one request; false once the client is gone.
+async fn handle(
+    hub: &Arc<WatchHub>,
+    stream: StreamId,
+    tx: &mpsc::Sender<WatchResponse>,
+    req: WatchRequest,
+) -> bool {
+    match req.request_union {
+        Some(RequestUnion::CreateRequest(c)) => create(hub, stream, tx, c).await,
+        Some(RequestUnion::CancelRequest(c)) => {
+            if hub.cancel(stream, c.watch_id) {
+                let resp = WatchResponse {
+                    header: hub.header(hub.current_revision()),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                };
+                return tx.send(resp).await.is_ok();
+            }
+            true
+        }
+        Some(RequestUnion::ProgressRequest(_)) => match hub.request_progress(stream) {
+            Some(rev) => {
+                let resp = WatchResponse {
+                    header: hub.header(rev),
+                    watch_id: PROGRESS_WATCH_ID,
+                    ..Default::default()
+                };
+                tx.send(resp).await.is_ok()
+            }
+            None => true,
+        },
+        None => true,
+    }
+}
+
+async fn create(
+    hub: &Arc<WatchHub>,
+    stream: StreamId,
+    tx: &mpsc::Sender<WatchResponse>,
+    c: WatchCreateRequest,
+) -> bool {
+    // etcd: an empty key is "\0" (the smallest key); "\0" as range end is every key >= key.
+    let key = if c.key.is_empty() { vec![0] } else { c.key };
+    let end = match c.range_end.as_slice() {
+        [] => None,
+        [0] => Some(Vec::new()),
+        e => Some(e.to_vec()),
+    };
+    let spec = WatchSpec {
+        key,
+        end,
+        no_put: c.filters.contains(&(FilterType::Noput as i32)),
+        no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+        prev_kv: c.prev_kv,
+        progress_notify: c.progress_notify,
+        fragment: c.fragment,
+    };
+    match hub.create(stream, c.watch_id, c.start_revision, spec) {
+        Ok((id, rev)) => {
+            let resp =
+                WatchResponse { header: hub.header(rev), watch_id: id, created: true, ..Default::default() };
+            if tx.send(resp).await.is_err() {
+                return false;
+            }
+            hub.activate(stream, id);
+            true
+        }
+        Err(e) => {
+            let resp = WatchResponse {
+                header: hub.header(hub.current_revision()),
+                watch_id: -1,
+                created: true,
+                canceled: true,
+                cancel_reason: e.reason().to_string(),
+                ..Default::default()
+            };
+            tx.send(resp).await.is_ok()
+        }
+    }
+}
+
+/// `--experimental-watch-progress-notify-interval`: an empty response at the current revision
+/// to each synced watcher that asked for progress and got no event during the interval.
+async fn progress_ticker(
+    hub: Arc<WatchHub>,
+    stream: StreamId,
+    tx: mpsc::Sender<WatchResponse>,
+    every: Duration,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let (ids, rev) = hub.progress_tick(stream);
+        for id in ids {
+            let resp = WatchResponse { header: hub.header(rev), watch_id: id, ..Default::default() };
+            if tx.send(resp).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! A stream's syncer: catches its unsynced watchers up from the MVCC history (etcd's
+//! `syncWatchers`), then hands them back to the hub as synced. It is the only place that waits
+//! on a slow client, and it waits only for its own stream.
+
+use std::sync::Arc;
+
+use rkv_proto::etcdserverpb::WatchResponse;
+use rkv_proto::mvccpb::{event::EventType, Event};
+use rkv_storage::{KeyRange, RangeOptions, StorageError};
+use tokio::sync::{mpsc, Notify};
+use tracing::warn;
+
+use super::{StreamId, WatchHub, WatchId, WatchSpec, PROGRESS_WATCH_ID};
+
+/// Revisions read from history per step (etcd's `watchBatchMaxRevs`).
+const MAX_REVS_PER_STEP: i64 = 1000;
+
+impl WatchHub {
+    /// Active unsynced watchers of `stream` and the current revision.
+    fn unsynced(&self, stream: StreamId) -> (Vec<(WatchId, WatchSpec, i64)>, i64) {
+        let inner = self.lock();
+        let work = inner
+            .watchers
+            .iter()
+            .filter(|((s, _), w)| *s == stream && w.active && !w.synced)
+            .map(|((_, id), w)| (*id, w.spec.clone(), w.next_rev))
+            .collect();
+        (work, inner.current_rev)
+    }
+
+    /// Records that a watcher was sent everything up to `upto`; synced if that is the present.
+    fn advance(&self, stream: StreamId, id: WatchId, upto: i64, sent: bool) {
+        let mut inner = self.lock();
+        let current = inner.current_rev;
+        if let Some(w) = inner.watchers.get_mut(&(stream, id)) {
+            w.next_rev = w.next_rev.max(upto + 1);
+            w.sent_since_progress |= sent;
+            if upto >= current {
+                w.synced = true;
+            }
+        }
+    }
+
+    /// A deferred progress request whose stream is now fully synced: the revision to report.
+    fn take_deferred_progress(&self, stream: StreamId) -> Option<i64> {
+        let mut inner = self.lock();
+        let current = inner.current_rev;
+        let all_synced =
+            inner.watchers.iter().filter(|((s, _), _)| *s == stream).all(|(_, w)| w.active && w.synced);
+        let s = inner.streams.get_mut(&stream)?;
+        if s.deferred_progress && all_synced {
+            s.deferred_progress = false;
+            return Some(current);
+        }
+        None
+    }
+
+    /// The events of `[from, to]` for `spec`, read from history, with prev_kv when asked.
+    fn history(&self, spec: &WatchSpec, from: i64, to: i64) -> Result<Vec<Event>, StorageError> {
+        let store = self.store();
+        let mut events = Vec::new();
+        for (_, kv, tombstone) in store.changes_between(from, to)? {
+            let ev = Event {
+                r#type: if tombstone { EventType::Delete as i32 } else { EventType::Put as i32 },
+                kv: Some(kv),
+                prev_kv: None,
+            };
+            if spec.wants(&ev) {
+                events.push(ev);
+            }
+        }
+        if spec.prev_kv {
+            for ev in &mut events {
+                let Some(kv) = &ev.kv else { continue };
+                let is_create = ev.r#type == EventType::Put as i32 && kv.version == 1;
+                if is_create {
+                    continue;
+                }
+                let opts = RangeOptions { rev: kv.mod_revision - 1, ..Default::default() };
+                // A compacted previous version leaves prev_kv empty, as in etcd.
+                if let Ok(r) = store.range(KeyRange::Single(&kv.key), opts) {
+                    ev.prev_kv = r.kvs.into_iter().next();
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// Splits a response whose watcher asked for fragments into pieces of at most `max_bytes`
+/// (every piece but the last has `fragment` set); others go out whole.
+pub fn fragments(resp: WatchResponse, fragment: bool, max_bytes: usize) -> Vec<WatchResponse> {
+    use prost::Message;
+    if !fragment || resp.encoded_len() <= max_bytes || resp.events.len() <= 1 {
+        return vec![resp];
+    }
+    let mut out = Vec::new();
+    let mut resp = resp;
+    let events = std::mem::take(&mut resp.events);
+    let mut current = resp.clone();
+    let mut size = 0;
+    for ev in events {
+        let len = ev.encoded_len();
+        if !current.events.is_empty() && size + len > max_bytes {
+            let mut full = std::mem::replace(&mut current, resp.clone());
+            full.fragment = true;
+            out.push(full);
+            size = 0;
+        }
+        size += len;
+        current.events.push(ev);
+    }
+    current.fragment = false;
+    out.push(current);
+    out
+}
+
+pub async fn run_syncer(
+    hub: Arc<WatchHub>,
+    stream: StreamId,
+    tx: mpsc::Sender<WatchResponse>,
+    bell: Arc<Notify>,
+    max_bytes: usize,
+) {
+    loop {
+        bell.notified().await;
+        loop {
+            let (work, current) = hub.unsynced(stream);
+            if work.is_empty() {
+                if let Some(rev) = hub.take_deferred_progress(stream) {
+                    let resp = WatchResponse {
+                        header: hub.header(rev),
+                        watch_id: PROGRESS_WATCH_ID,
+                        ..Default::default()
+                    };
+                    if tx.send(resp).await.is_err() {
+                        return;
+                    }
+                }
+                break;
+            }
+            for (id, spec, next_rev) in work {
+                let to = current.min(next_rev + MAX_REVS_PER_STEP - 1);
+                let hub2 = hub.clone();
+                let spec2 = spec.clone();
+                let read = tokio::task::spawn_blocking(move || hub2.history(&spec2, next_rev, to)).await;
+                let events = match read {
+                    Ok(Ok(events)) => events,
+                    Ok(Err(StorageError::Compacted)) => {
+                        let compact_revision = hub.store().compacted_revision().unwrap_or(0);
+                        hub.cancel(stream, id);
+                        let resp = WatchResponse {
+                            header: hub.header(0),
+                            watch_id: id,
+                            canceled: true,
+                            compact_revision,
+                            ..Default::default()
+                        };
+                        if tx.send(resp).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, stream, watch_id = id, "cannot read watch history");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let sent = !events.is_empty();
+                if sent {
+                    let resp = WatchResponse {
+                        header: hub.header(current),
+                        watch_id: id,
+                        events,
+                        ..Default::default()
+                    };
+                    for piece in fragments(resp, spec.fragment, max_bytes) {
+                        if tx.send(piece).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                hub.advance(stream, id, to, sent);
+            }
+        }
+    }
+}
