@@ -276,3 +276,4 @@ pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
         .await
         .unwrap_or_else(|e| panic!("connect {}: {e}", server.url()))
 }
+pub mod watch;
