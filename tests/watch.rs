@@ -1,0 +1,363 @@
+//! Watch guarantees on rkv alone: a validator over streams recorded under concurrent writers,
+//! a stalled stream that neither blocks others nor loses events, resuming after a restart,
+//! compacted start revisions, progress, and etcdctl watch against etcd.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rkv_proto::etcdserverpb::{
+    kv_client::KvClient, watch_client::WatchClient, watch_request::RequestUnion, CompactionRequest,
+    DeleteRangeRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+};
+use rkv_proto::mvccpb::event::EventType;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use common::watch::WatchConn;
+use common::{channel, tempdir, Etcd, Rkv, Server};
+
+fn put(k: &str, v: &str) -> PutRequest {
+    PutRequest { key: k.into(), value: v.into(), ..Default::default() }
+}
+
+fn prefix_watch(prefix: &str, start: i64) -> WatchCreateRequest {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    WatchCreateRequest {
+        key: prefix.into(),
+        range_end: end,
+        start_revision: start,
+        prev_kv: true,
+        ..Default::default()
+    }
+}
+
+/// Checks one recorded stream of a watcher: ordered, no duplicates, each revision whole in one
+/// response, prev_kv equal to the store at revision-1; returns (revision, key, type) in order.
+async fn validate(
+    client: &mut KvClient<tonic::transport::Channel>,
+    resps: &[WatchResponse],
+) -> Vec<(i64, Vec<u8>, i32)> {
+    let mut out = Vec::new();
+    let mut last_rev = 0;
+    for r in resps {
+        let revs: Vec<i64> =
+            r.events.iter().filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision)).collect();
+        assert!(revs.windows(2).all(|w| w[0] <= w[1]), "events out of order in a response: {revs:?}");
+        if let Some(first) = revs.first() {
+            assert!(*first > last_rev, "revision {first} after {last_rev}: reordered, duplicated or split");
+            last_rev = *revs.last().unwrap_or(first);
+        }
+        for ev in &r.events {
+            let kv = ev.kv.clone().unwrap_or_default();
+            let before = kv.mod_revision.checked_sub(1).map(|rev| RangeRequest {
+                key: kv.key.clone(),
+                revision: rev,
+                ..Default::default()
+            });
+            if let Some(req) = before {
+                let prev = kv.clone();
+                let at = kvs_at(kv_range(client, req).await);
+                let is_create = ev.r#type == EventType::Put as i32 && prev.version == 1;
+                assert_eq!(ev.prev_kv, if is_create { None } else { at }, "prev_kv of {ev:?}");
+            }
+            out.push((kv.mod_revision, kv.key, ev.r#type));
+        }
+    }
+    out
+}
+
+async fn kv_range(
+    kv: &mut KvClient<tonic::transport::Channel>,
+    req: RangeRequest,
+) -> rkv_proto::etcdserverpb::RangeResponse {
+    kv.range(req).await.unwrap_or_else(|e| panic!("{e}")).into_inner()
+}
+
+fn kvs_at(r: rkv_proto::etcdserverpb::RangeResponse) -> Option<rkv_proto::mvccpb::KeyValue> {
+    r.kvs.into_iter().next()
+}
+
+/// Reads responses of `conn` until the watcher `id` has seen revision `upto`.
+async fn record(conn: &mut WatchConn, upto: i64) -> Vec<WatchResponse> {
+    let mut out = Vec::new();
+    let mut seen = 0;
+    while seen < upto {
+        let r = conn.expect(&format!("events up to {upto} (seen {seen})")).await;
+        if let Some(rev) = r.events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision) {
+            seen = rev;
+        }
+        if !r.created {
+            out.push(r);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_validated_streams() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    // Watchers opened before, during and after the writes; all watch the whole prefix.
+    let mut early = WatchConn::open(&rkv).await;
+    early.create(prefix_watch("/v/", 0)).await;
+    early.expect("created").await;
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut kv = KvClient::new(channel(&rkv).await);
+        writers.push(tokio::spawn(async move {
+            // How many writes changed something (a delete of a missing key changes nothing).
+            let mut changes = 0;
+            for i in 0..150 {
+                let key = format!("/v/{}", (w * 7 + i) % 23);
+                if i % 9 == 8 {
+                    let del = DeleteRangeRequest { key: key.into(), ..Default::default() };
+                    let r = kv.delete_range(del).await.unwrap_or_else(|e| panic!("{e}"));
+                    changes += r.into_inner().deleted as usize;
+                } else {
+                    kv.put(put(&key, &format!("{w}-{i}"))).await.unwrap_or_else(|e| panic!("{e}"));
+                    changes += 1;
+                }
+            }
+            changes
+        }));
+    }
+    let mut during = WatchConn::open(&rkv).await;
+    during.create(prefix_watch("/v/", 1)).await;
+    during.expect("created").await;
+    let mut changes = 0;
+    for w in writers {
+        changes += w.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut kv = KvClient::new(channel(&rkv).await);
+    let last = kv_range(&mut kv, RangeRequest { key: "/v/".into(), ..Default::default() })
+        .await
+        .header
+        .map_or(0, |h| h.revision);
+    let mut late = WatchConn::open(&rkv).await;
+    late.create(prefix_watch("/v/", 1)).await;
+    late.expect("created").await;
+
+    let reference = validate(&mut kv, &record(&mut late, last).await).await;
+    let during = validate(&mut kv, &record(&mut during, last).await).await;
+    let early = validate(&mut kv, &record(&mut early, last).await).await;
+    // No gaps: a watcher from revision 1 sees every change; the others see a suffix of it.
+    assert_eq!(reference.len(), changes, "one event per acknowledged change");
+    assert_eq!(during, reference);
+    assert!(reference.ends_with(&early), "the early watcher's stream is not a suffix of history");
+    assert_eq!(reference.first().map(|e| e.0), Some(2));
+    let revs: Vec<i64> = reference.iter().map(|e| e.0).collect();
+    assert!(
+        revs.windows(2).all(|w| w[1] == w[0] + 1),
+        "revisions must be contiguous: every write changed one key"
+    );
+
+    // After a progress response at revision N, no event at or below N follows.
+    late.progress().await;
+    let p = late.expect("progress").await;
+    assert_eq!((p.watch_id, p.header.map(|h| h.revision)), (-1, Some(last)));
+    kv.put(put("/v/after", "x")).await.unwrap_or_else(|e| panic!("{e}"));
+    let next = late.expect("event after progress").await;
+    assert!(next.events.iter().all(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision > last)));
+}
+
+/// A stream whose client never reads is not allowed to delay anyone else, and once it reads
+/// it gets every event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_stream_delays_no_one_and_loses_nothing() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    // The stalled client: a raw stream whose responses are not read until the end.
+    let (stalled_tx, stalled_rx) = mpsc::channel(8);
+    let mut client = WatchClient::new(channel(&rkv).await);
+    stalled_tx
+        .send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(prefix_watch("/s/", 0))) })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stalled =
+        client.watch(ReceiverStream::new(stalled_rx)).await.unwrap_or_else(|e| panic!("{e}")).into_inner();
+    let mut live = WatchConn::open(&rkv).await;
+    live.create(prefix_watch("/s/", 0)).await;
+    live.expect("created").await;
+
+    let mut kv = KvClient::new(channel(&rkv).await);
+    let value = "x".repeat(4096);
+    let n = 2000;
+    let mut last = 0;
+    for i in 0..n {
+        let r = kv
+            .put(put(&format!("/s/{i}"), &value))
+            .await
+            .unwrap_or_else(|e| panic!("write {i} blocked: {e}"));
+        last = r.into_inner().header.map_or(0, |h| h.revision);
+    }
+    // The live stream has everything although the stalled one has read nothing (~8 MB behind).
+    let got = record(&mut live, last).await;
+    assert_eq!(got.iter().map(|r| r.events.len()).sum::<usize>(), n);
+
+    // Now the stalled client reads: every event, in order, exactly once.
+    let mut revs = Vec::new();
+    while revs.last() != Some(&last) {
+        let r = tokio::time::timeout(Duration::from_secs(30), stalled.message())
+            .await
+            .unwrap_or_else(|_| panic!("stalled stream never caught up (at {:?})", revs.last()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("stream ended"));
+        revs.extend(r.events.iter().filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision)));
+    }
+    assert_eq!(revs, (last - n as i64 + 1..=last).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_restart_misses_nothing() {
+    let dir = tempdir();
+    let mut rkv = Rkv::start(dir.path());
+    let mut kv = KvClient::new(channel(&rkv).await);
+    let mut w = WatchConn::open(&rkv).await;
+    w.create(prefix_watch("/r/", 0)).await;
+    w.expect("created").await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = kv
+            .put(put(&format!("/r/{i}"), "a"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_inner()
+            .header
+            .map_or(0, |h| h.revision);
+    }
+    let seen = record(&mut w, last).await;
+    let resume_from =
+        seen.last().and_then(|r| r.events.last()).and_then(|e| e.kv.as_ref()).map_or(0, |kv| kv.mod_revision)
+            + 1;
+    drop(w);
+    rkv.kill9();
+    rkv.restart();
+    let mut kv = KvClient::new(channel(&rkv).await);
+    for i in 20..30 {
+        last = kv
+            .put(put(&format!("/r/{i}"), "b"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_inner()
+            .header
+            .map_or(0, |h| h.revision);
+    }
+    let mut w = WatchConn::open(&rkv).await;
+    w.create(prefix_watch("/r/", resume_from)).await;
+    w.expect("created").await;
+    let resumed = record(&mut w, last).await;
+    let revs: Vec<i64> = resumed
+        .iter()
+        .flat_map(|r| r.events.iter().filter_map(|e| e.kv.as_ref().map(|kv| kv.mod_revision)))
+        .collect();
+    assert_eq!(revs, (resume_from..=last).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_start_is_created_then_canceled() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    let mut kv = KvClient::new(channel(&rkv).await);
+    for i in 0..6 {
+        kv.put(put("/c/k", &i.to_string())).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    kv.compact(CompactionRequest { revision: 5, physical: true }).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut w = WatchConn::open(&rkv).await;
+    // A synced watcher is not canceled by a later compaction.
+    w.create(prefix_watch("/c/", 0)).await;
+    let synced = w.expect("created").await;
+    w.create(prefix_watch("/c/", 3)).await;
+    let created = w.expect("created").await;
+    assert!(created.created && !created.canceled);
+    let canceled = w.expect("compaction cancel").await;
+    assert_eq!(
+        (canceled.watch_id, canceled.canceled, canceled.compact_revision),
+        (created.watch_id, true, 5)
+    );
+    kv.compact(CompactionRequest { revision: 7, physical: true }).await.unwrap_or_else(|e| panic!("{e}"));
+    kv.put(put("/c/k", "after")).await.unwrap_or_else(|e| panic!("{e}"));
+    let ev = w.expect("event").await;
+    assert_eq!(ev.watch_id, synced.watch_id);
+    assert_eq!(ev.events.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notify_at_the_configured_interval() {
+    let dir = tempdir();
+    let rkv = Rkv::start_with(dir.path(), &["--experimental-watch-progress-notify-interval=200ms"]);
+    let mut w = WatchConn::open(&rkv).await;
+    w.create(WatchCreateRequest { progress_notify: true, ..prefix_watch("/p/", 0) }).await;
+    let created = w.expect("created").await;
+    let notify = w.expect("progress notification").await;
+    assert_eq!(notify.watch_id, created.watch_id);
+    assert!(notify.events.is_empty() && !notify.canceled);
+    assert_eq!(notify.header.map(|h| h.revision), Some(1));
+}
+
+/// etcdctl watch prints the same against rkv as against etcd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_watch_prints_like_etcd() {
+    let dir = tempdir();
+    let etcd = Etcd::start(dir.path());
+    let rkv = Rkv::start_like(dir.path(), &etcd);
+    let mut outputs = HashMap::new();
+    for server in [&etcd as &dyn Server, &rkv] {
+        let ep = server.endpoint();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("etcdctl")
+                .arg(format!("--endpoints={ep}"))
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(out.status.success(), "{out:?}");
+        };
+        run(&["put", "w/a", "1"]);
+        run(&["put", "w/b", "2"]);
+        run(&["del", "w/a"]);
+        run(&["put", "w/a", "3"]);
+        let mut texts = Vec::new();
+        for args in [
+            vec!["watch", "w/", "--prefix", "--rev=1"],
+            vec!["watch", "w/", "--prefix", "--rev=2", "--prev-kv"],
+            vec!["watch", "w/a", "--rev=1", "-w", "json"],
+        ] {
+            // Stop etcdctl once it has printed the last event (w/a=3), not after a fixed time.
+            let mut child = std::process::Command::new("etcdctl")
+                .arg(format!("--endpoints={ep}"))
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+            let text = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut text = String::new();
+                let mut buf = [0u8; 4096];
+                while !(text.ends_with("3\n") || text.contains("\"value\":\"Mw==\"")) {
+                    match stdout.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                    }
+                }
+                text
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let _ = child.kill();
+            let _ = child.wait();
+            texts.push(text);
+        }
+        outputs.insert(server.endpoint() == rkv.endpoint(), texts);
+    }
+    assert_eq!(outputs.get(&true), outputs.get(&false));
+    assert!(
+        outputs[&true][0].starts_with("PUT\nw/a\n1\nPUT\nw/b\n2\nDELETE\nw/a\n\nPUT\nw/a\n3\n"),
+        "{:?}",
+        outputs[&true]
+    );
+}
