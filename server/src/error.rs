@@ -22,6 +22,10 @@ pub enum ServerError {
     InvalidSortOption,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
+    #[error("too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("request is too large")]
     RequestTooLarge,
     /// A request bigger than the gRPC receive limit (grpc-go's wording, which etcd returns).

@@ -17,6 +17,7 @@ pub mod error;
 mod grpc;
 mod http;
 pub mod identity;
+pub mod lease;
 mod member;
 mod status;
 pub mod version;

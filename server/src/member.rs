@@ -24,8 +24,10 @@ use crate::grpc::{
     cluster::ClusterService, kv::KvService, maintenance::MaintenanceService, watch::WatchService,
 };
 use crate::identity::{self, Identity, IdentityError};
+use crate::grpc::lease::{expire_leases, LeaseService};
+use crate::lease::Lessor;
 use crate::watch::WatchHub;
-use rkv_proto::etcdserverpb::{watch_server::WatchServer, ResponseHeader};
+use rkv_proto::etcdserverpb::{lease_server::LeaseServer, watch_server::WatchServer, ResponseHeader};
 
 /// What every service of a member shares.
 pub struct MemberState {
@@ -34,6 +36,7 @@ pub struct MemberState {
     pub store: Arc<Store>,
     pub applier: Applier,
     pub hub: Arc<WatchHub>,
+    pub lessor: Arc<Lessor>,
     /// The term this member serves in: one more than the last one it applied in, as a
     /// single-member etcd elects itself again at each start.
     pub term: u64,
@@ -88,8 +91,9 @@ impl Member {
             raft_term: term,
         };
         let hub = WatchHub::new(store.clone(), header, config.max_request_bytes)?;
+        let lessor = Arc::new(Lessor::restore(store.leases()?, store.leased_keys()?));
         let (applier, apply_thread) =
-            Applier::start(store.clone(), hub.clone(), term).map_err(StartError::Thread)?;
+            Applier::start(store.clone(), hub.clone(), lessor.clone(), term).map_err(StartError::Thread)?;
         let store_ref = Arc::downgrade(&store);
         for flag in &config.ignored {
             warn!(flag = %flag, "etcd flag accepted but not used by rkv");
@@ -103,7 +107,7 @@ impl Member {
         }
         let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
-        let state = Arc::new(MemberState { config, identity, store, applier, hub, term });
+        let state = Arc::new(MemberState { config, identity, store, applier, hub, lessor, term });
         let routes = routes(&state);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -131,6 +135,7 @@ impl Member {
                 }
             }));
         }
+        tasks.push(tokio::spawn(expire_leases(state.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(crate::compactor::run(
             state.clone(),
             state.config.auto_compaction,
@@ -198,6 +203,7 @@ fn routes(state: &Arc<MemberState>) -> Routes {
             ClusterServer::new(ClusterService::new(state.clone())).max_decoding_message_size(max_decode),
         )
         .add_service(WatchServer::new(WatchService::new(state.clone())).max_decoding_message_size(max_decode))
+        .add_service(LeaseServer::new(LeaseService::new(state.clone())).max_decoding_message_size(max_decode))
         .add_service(health_service);
     let mut routes = builder.routes();
     let grpc = std::mem::take(routes.axum_router_mut());

@@ -23,6 +23,8 @@ impl From<ServerError> for Status {
                 (Code::InvalidArgument, "etcdserver: invalid sort option".into())
             }
             ServerError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found".into()),
+            ServerError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists".into()),
+            ServerError::LeaseTtlTooLarge => (Code::OutOfRange, "etcdserver: too large lease TTL".into()),
             ServerError::RequestTooLarge => {
                 (Code::InvalidArgument, "etcdserver: request is too large".into())
             }

@@ -26,6 +26,7 @@ use crate::revision::Revision;
 
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_LEASE: &str = "lease";
 
 pub(crate) const META_CURRENT_REV: &[u8] = b"current_rev";
 pub(crate) const META_COMPACT_REV: &[u8] = b"compact_rev";
@@ -114,7 +115,7 @@ impl Store {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         let cfs =
-            [CF_KV, CF_META].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+            [CF_KV, CF_META, CF_LEASE].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = Self {
             db: Arc::new(db),
@@ -253,11 +254,30 @@ impl Store {
         self.read_view()?.range(range, opts)
     }
 
+    /// Every granted lease: (id, granted TTL in seconds), in id order.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>> {
+        let cf = self.cf(CF_LEASE)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let id: [u8; 8] = k.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease id".into()))?;
+            let ttl: [u8; 8] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease ttl".into()))?;
+            out.push((i64::from_be_bytes(id), i64::from_be_bytes(ttl)));
+        }
+        Ok(out)
+    }
+
+    /// Every live key with a lease at the current revision: (key, lease id).
+    pub fn leased_keys(&self) -> Result<Vec<(Vec<u8>, i64)>> {
+        let all = self.range(KeyRange::Range { start: &[], end: None }, RangeOptions::default())?;
+        Ok(all.kvs.into_iter().filter(|kv| kv.lease != 0).map(|kv| (kv.key, kv.lease)).collect())
+    }
+
     /// Approximate bytes on disk (SST files, memtables) and bytes of live data, for Status.
     pub fn db_size(&self) -> Result<(u64, u64)> {
         let mut total = 0;
         let mut live = 0;
-        for name in [CF_KV, CF_META] {
+        for name in [CF_KV, CF_META, CF_LEASE] {
             let cf = self.cf(name)?;
             let prop = |p: &str| -> Result<u64> { Ok(self.db.property_int_value_cf(cf, p)?.unwrap_or(0)) };
             total += prop("rocksdb.total-sst-files-size")? + prop("rocksdb.size-all-mem-tables")?;

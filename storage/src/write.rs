@@ -22,7 +22,7 @@ use crate::error::{Result, StorageError};
 use crate::index::KeyRange;
 use crate::revision::Revision;
 use crate::store::{
-    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState, CF_KV,
+    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState, CF_KV, CF_LEASE,
     CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
 };
 
@@ -61,6 +61,8 @@ pub struct Writer<'a> {
     events: Vec<Event>,
     compact_rev: Option<i64>,
     committed: bool,
+    /// Changes other than key events (leases) are in the batch.
+    dirty: bool,
     /// Whether events carry the key's previous value (someone watches with prev_kv).
     capture_prev: bool,
 }
@@ -69,7 +71,7 @@ impl Drop for Writer<'_> {
     /// A writer dropped with uncommitted changes leaves the index ahead of the disk: the store
     /// refuses to serve from then on rather than answer from a state that was never durable.
     fn drop(&mut self) {
-        let dirty = !self.events.is_empty() || self.compact_rev.is_some();
+        let dirty = self.dirty || !self.events.is_empty() || self.compact_rev.is_some();
         if dirty && !self.committed {
             self.store.poisoned.store(true, Ordering::Release);
             error!("write batch dropped without commit; the store stops serving");
@@ -92,6 +94,7 @@ impl Store {
             events: Vec::new(),
             compact_rev: None,
             committed: false,
+            dirty: false,
             capture_prev: false,
         })
     }
@@ -105,6 +108,27 @@ impl<'a> Writer<'a> {
 
     pub fn compacted_revision(&self) -> Result<i64> {
         self.store.compacted_revision()
+    }
+
+    /// Records a granted lease in this batch.
+    pub fn put_lease(&mut self, id: i64, ttl: i64) -> Result<()> {
+        let cf = self.store.cf(CF_LEASE)?;
+        self.batch.put_cf(cf, id.to_be_bytes(), ttl.to_be_bytes());
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Removes a lease in this batch.
+    pub fn delete_lease(&mut self, id: i64) -> Result<()> {
+        let cf = self.store.cf(CF_LEASE)?;
+        self.batch.delete_cf(cf, id.to_be_bytes());
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Events of this batch so far (for callers that track changes per request).
+    pub fn events(&self) -> &[Event] {
+        &self.events
     }
 
     /// Makes the events of this batch carry each key's previous value (`Event.prev_kv`).

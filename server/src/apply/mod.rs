@@ -13,14 +13,16 @@ use std::sync::Arc;
 use std::thread;
 
 use rkv_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    ResponseHeader, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
+    LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader,
+    TxnRequest, TxnResponse,
 };
 use rkv_storage::{AppliedIndex, Durability, ScheduledCompaction, Store, Writer};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use crate::error::{Result, ServerError};
+use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::watch::WatchHub;
 use kv::LeaseLookup;
 
@@ -35,6 +37,9 @@ pub enum Command {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    /// A grant with its ID already chosen (the same on every member that applies it).
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
 }
 
 #[derive(Debug)]
@@ -43,20 +48,13 @@ pub enum CommandResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
 }
 
 struct Proposal {
     command: Command,
     reply: oneshot::Sender<Result<CommandResponse>>,
-}
-
-/// No lease exists until the lease service can grant one.
-pub struct NoLeases;
-
-impl LeaseLookup for NoLeases {
-    fn lease_exists(&self, _id: i64) -> bool {
-        false
-    }
 }
 
 /// The handle proposers use; cloning it is cheap.
@@ -70,12 +68,13 @@ impl Applier {
     pub fn start(
         store: Arc<Store>,
         hub: Arc<WatchHub>,
+        lessor: Arc<Lessor>,
         term: u64,
     ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let handle = thread::Builder::new()
             .name("rkv-apply".into())
-            .spawn(move || apply_loop(store, hub, rx, term))?;
+            .spawn(move || apply_loop(store, hub, lessor, rx, term))?;
         Ok((Self { tx }, handle))
     }
 
@@ -94,7 +93,13 @@ struct Pending {
     compaction: Option<(ScheduledCompaction, bool)>,
 }
 
-fn apply_loop(store: Arc<Store>, hub: Arc<WatchHub>, mut rx: mpsc::Receiver<Proposal>, term: u64) {
+fn apply_loop(
+    store: Arc<Store>,
+    hub: Arc<WatchHub>,
+    lessor: Arc<Lessor>,
+    mut rx: mpsc::Receiver<Proposal>,
+    term: u64,
+) {
     let mut applied = match store.applied_index() {
         Ok(a) => a.index,
         Err(e) => {
@@ -122,7 +127,13 @@ fn apply_loop(store: Arc<Store>, hub: Arc<WatchHub>, mut rx: mpsc::Receiver<Prop
         let mut pending = Vec::with_capacity(batch.len());
         let mut broken = None;
         for proposal in batch {
-            let (result, compaction) = match apply_command(&mut writer, &proposal.command) {
+            let before = writer.events().len();
+            let applied_cmd = apply_command(&mut writer, &lessor, &proposal.command);
+            lessor.track(&writer.events()[before..]);
+            if let (Command::LeaseRevoke(r), Ok(_)) = (&proposal.command, &applied_cmd) {
+                lessor.revoke(r.id);
+            }
+            let (result, compaction) = match applied_cmd {
                 Ok((resp, compaction)) => (Ok(resp), compaction),
                 Err(ServerError::Storage(e)) if !is_client_error(&e) => {
                     broken = Some(e.to_string());
@@ -204,12 +215,12 @@ fn finish(store: &Arc<Store>, p: Pending) {
 
 type Applied = (CommandResponse, Option<(ScheduledCompaction, bool)>);
 
-fn apply_command(writer: &mut Writer<'_>, command: &Command) -> Result<Applied> {
+fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) -> Result<Applied> {
     match command {
         Command::Put(p) => {
             // A top-level put looks its lease up first, then its previous value (etcd's
             // `applierV3backend.Put`); in a txn the order is the other way round.
-            if p.lease != 0 && !NoLeases.lease_exists(p.lease) {
+            if p.lease != 0 && !lessor.lease_exists(p.lease) {
                 return Err(ServerError::LeaseNotFound);
             }
             let mut txn = writer.txn();
@@ -226,7 +237,7 @@ fn apply_command(writer: &mut Writer<'_>, command: &Command) -> Result<Applied> 
         Command::Txn(t) => {
             let mut txn = writer.txn();
             let path = kv::compare_to_path(&txn, t)?;
-            kv::check_txn_requests(&txn, t, &path, &NoLeases, true)?;
+            kv::check_txn_requests(&txn, t, &path, lessor, true)?;
             let mut resp = match kv::execute_txn(&mut txn, t, &path) {
                 Ok(resp) => resp,
                 // The checks above make this unreachable; if it happens anyway, the batch holds
@@ -248,6 +259,34 @@ fn apply_command(writer: &mut Writer<'_>, command: &Command) -> Result<Applied> 
                 header: Some(ResponseHeader { revision: writer.rev(), ..Default::default() }),
             };
             Ok((CommandResponse::Compact(resp), Some((scheduled, c.physical))))
+        }
+        Command::LeaseGrant(g) => {
+            if g.ttl > MAX_LEASE_TTL {
+                return Err(ServerError::LeaseTtlTooLarge);
+            }
+            if lessor.lease_exists(g.id) {
+                return Err(ServerError::LeaseExists);
+            }
+            let ttl = Lessor::effective_ttl(g.ttl);
+            writer.put_lease(g.id, ttl)?;
+            lessor.grant(g.id, ttl);
+            let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
+            Ok((CommandResponse::LeaseGrant(LeaseGrantResponse { header, id: g.id, ttl, error: String::new() }), None))
+        }
+        Command::LeaseRevoke(r) => {
+            if !lessor.lease_exists(r.id) {
+                return Err(ServerError::LeaseNotFound);
+            }
+            // Every attached key goes in one revision, in key order (etcd's revoke).
+            let keys = lessor.keys(r.id);
+            let mut txn = writer.txn();
+            for key in &keys {
+                txn.delete_range(rkv_storage::KeyRange::Single(key))?;
+            }
+            txn.end();
+            writer.delete_lease(r.id)?;
+            let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
+            Ok((CommandResponse::LeaseRevoke(LeaseRevokeResponse { header }), None))
         }
     }
 }

@@ -7,7 +7,7 @@ use rkv_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::apply::{check, kv, Command, CommandResponse, NoLeases};
+use crate::apply::{check, kv, Command, CommandResponse};
 use crate::error::ServerError;
 
 pub struct KvService {
@@ -95,10 +95,11 @@ impl Kv for KvService {
         self.shared.check_message_size(&r)?;
         check::check_txn(&r, self.shared.config.max_txn_ops)?;
         let mut resp = if kv::is_txn_read_only(&r) {
+            let lessor = self.shared.lessor.clone();
             self.read(move |store| {
                 let mut view = store.read_view()?;
                 let path = kv::compare_to_path(&view, &r)?;
-                kv::check_txn_requests(&view, &r, &path, &NoLeases, false)?;
+                kv::check_txn_requests(&view, &r, &path, &*lessor, false)?;
                 let mut resp = kv::execute_txn(&mut view, &r, &path)?;
                 resp.header =
                     Some(ResponseHeader { revision: rkv_storage::KvRead::rev(&view), ..Default::default() });

@@ -1,10 +1,11 @@
 //! The gRPC services of the etcd v3 API. Each handler validates like etcd's `v3rpc` layer,
 //! then reads the store or proposes to the applier, and fills the response header.
-//! Services not implemented yet (Lease, Auth) are not registered: clients get
+//! Services not implemented yet (Auth) are not registered: clients get
 //! `Unimplemented`, as from an etcd built without them.
 
 pub mod cluster;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 

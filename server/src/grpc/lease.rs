@@ -1,0 +1,135 @@
+//! The Lease service (etcd `v3rpc/lease.go`). Grants and revocations are applied like writes;
+//! keep-alives and TTL queries are answered from the lessor.
+
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use rkv_proto::etcdserverpb::{
+    lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Shared;
+use crate::apply::{Command, CommandResponse};
+use crate::error::ServerError;
+
+pub struct LeaseService {
+    shared: Shared,
+    ids: AtomicU64,
+}
+
+impl LeaseService {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared, ids: AtomicU64::new(0) }
+    }
+
+    /// A fresh positive lease ID (etcd draws them from its request ID generator).
+    fn new_id(&self) -> i64 {
+        loop {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(self.ids.fetch_add(1, Ordering::Relaxed));
+            h.write_u64(self.shared.identity.member_id);
+            let id = (h.finish() & (i64::MAX as u64)) as i64;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut r = request.into_inner();
+        if r.id == 0 {
+            r.id = self.new_id();
+        }
+        let CommandResponse::LeaseGrant(mut resp) = self.shared.applier.propose(Command::LeaseGrant(r)).await? else {
+            return Err(ServerError::UnexpectedResponse.into());
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let r = request.into_inner();
+        let CommandResponse::LeaseRevoke(mut resp) = self.shared.applier.propose(Command::LeaseRevoke(r)).await? else {
+            return Err(ServerError::UnexpectedResponse.into());
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let shared = Arc::clone(&self.shared);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = inbound.next().await {
+                // etcd answers an unknown or expired lease with TTL 0.
+                let ttl = shared.lessor.renew(req.id).unwrap_or(0);
+                let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
+                shared.fill_header(&mut resp.header);
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let r = request.into_inner();
+        let mut resp = match self.shared.lessor.time_to_live(r.id, r.keys) {
+            Some(t) => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: t.remaining, granted_ttl: t.granted, keys: t.keys },
+            // etcd: a lease that does not exist (any more) has TTL -1.
+            None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self.shared.lessor.list().into_iter().map(|id| LeaseStatus { id }).collect();
+        let mut resp = LeaseLeasesResponse { header: None, leases };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+}
+
+/// Revokes expired leases through the applier, as etcd's leader does, checking twice a second
+/// so that keys go within about a second of their TTL.
+pub async fn expire_leases(shared: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for id in shared.lessor.expired() {
+            let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
+            match shared.applier.propose(revoke).await {
+                Ok(_) => tracing::info!(lease = %format!("{id:016x}"), "lease expired and revoked"),
+                Err(ServerError::LeaseNotFound) => {}
+                Err(e) => tracing::warn!(lease = id, error = %e, "cannot revoke an expired lease"),
+            }
+        }
+    }
+}
