@@ -20,11 +20,11 @@ use tracing::{error, info, warn};
 
 use crate::apply::Applier;
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
+use crate::grpc::lease::{expire_leases, LeaseService};
 use crate::grpc::{
     cluster::ClusterService, kv::KvService, maintenance::MaintenanceService, watch::WatchService,
 };
 use crate::identity::{self, Identity, IdentityError};
-use crate::grpc::lease::{expire_leases, LeaseService};
 use crate::lease::Lessor;
 use crate::watch::WatchHub;
 use rkv_proto::etcdserverpb::{lease_server::LeaseServer, watch_server::WatchServer, ResponseHeader};

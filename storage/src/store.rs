@@ -114,8 +114,9 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs =
-            [CF_KV, CF_META, CF_LEASE].into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let cfs = [CF_KV, CF_META, CF_LEASE]
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let store = Self {
             db: Arc::new(db),
@@ -260,8 +261,10 @@ impl Store {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item?;
-            let id: [u8; 8] = k.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease id".into()))?;
-            let ttl: [u8; 8] = v.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease ttl".into()))?;
+            let id: [u8; 8] =
+                k.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease id".into()))?;
+            let ttl: [u8; 8] =
+                v.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease ttl".into()))?;
             out.push((i64::from_be_bytes(id), i64::from_be_bytes(ttl)));
         }
         Ok(out)

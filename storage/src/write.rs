@@ -22,8 +22,8 @@ use crate::error::{Result, StorageError};
 use crate::index::KeyRange;
 use crate::revision::Revision;
 use crate::store::{
-    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState, CF_KV, CF_LEASE,
-    CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
+    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState, CF_KV,
+    CF_LEASE, CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
 };
 
 /// Whether `commit` waits for the batch to reach stable storage.

@@ -271,7 +271,15 @@ fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) ->
             writer.put_lease(g.id, ttl)?;
             lessor.grant(g.id, ttl);
             let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
-            Ok((CommandResponse::LeaseGrant(LeaseGrantResponse { header, id: g.id, ttl, error: String::new() }), None))
+            Ok((
+                CommandResponse::LeaseGrant(LeaseGrantResponse {
+                    header,
+                    id: g.id,
+                    ttl,
+                    error: String::new(),
+                }),
+                None,
+            ))
         }
         Command::LeaseRevoke(r) => {
             if !lessor.lease_exists(r.id) {

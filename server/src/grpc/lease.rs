@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use rkv_proto::etcdserverpb::{
-    lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
-    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    lease_server::Lease, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,21 +48,31 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, 
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
-    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut r = request.into_inner();
         if r.id == 0 {
             r.id = self.new_id();
         }
-        let CommandResponse::LeaseGrant(mut resp) = self.shared.applier.propose(Command::LeaseGrant(r)).await? else {
+        let CommandResponse::LeaseGrant(mut resp) =
+            self.shared.applier.propose(Command::LeaseGrant(r)).await?
+        else {
             return Err(ServerError::UnexpectedResponse.into());
         };
         self.shared.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
-    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let r = request.into_inner();
-        let CommandResponse::LeaseRevoke(mut resp) = self.shared.applier.propose(Command::LeaseRevoke(r)).await? else {
+        let CommandResponse::LeaseRevoke(mut resp) =
+            self.shared.applier.propose(Command::LeaseRevoke(r)).await?
+        else {
             return Err(ServerError::UnexpectedResponse.into());
         };
         self.shared.fill_header(&mut resp.header);
@@ -98,15 +108,26 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let r = request.into_inner();
         let mut resp = match self.shared.lessor.time_to_live(r.id, r.keys) {
-            Some(t) => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: t.remaining, granted_ttl: t.granted, keys: t.keys },
+            Some(t) => LeaseTimeToLiveResponse {
+                header: None,
+                id: r.id,
+                ttl: t.remaining,
+                granted_ttl: t.granted,
+                keys: t.keys,
+            },
             // etcd: a lease that does not exist (any more) has TTL -1.
-            None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+            None => {
+                LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: Vec::new() }
+            }
         };
         self.shared.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
 
-    async fn lease_leases(&self, _: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let leases = self.shared.lessor.list().into_iter().map(|id| LeaseStatus { id }).collect();
         let mut resp = LeaseLeasesResponse { header: None, leases };
         self.shared.fill_header(&mut resp.header);
