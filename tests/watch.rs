@@ -299,58 +299,54 @@ async fn progress_notify_at_the_configured_interval() {
     assert_eq!(notify.header.map(|h| h.revision), Some(1));
 }
 
-/// etcdctl watch prints the same against rkv as against etcd.
+/// Runs a watch client until it has printed the last event of the session (w/a=3).
+async fn watch_output(program: &str, ep: &str, args: &[&str]) -> String {
+    let mut child = std::process::Command::new(program)
+        .arg(format!("--endpoints={ep}"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let text = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while !(text.ends_with("3\n") || text.contains("\"value\":\"Mw==\"")) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        text
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+/// etcdctl watch prints the same against rkv as against etcd, and rctl watch prints the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcdctl_watch_prints_like_etcd() {
+async fn etcdctl_and_rctl_watch_print_like_etcd() {
     let dir = tempdir();
     let etcd = Etcd::start(dir.path());
     let rkv = Rkv::start_like(dir.path(), &etcd);
+    let sessions: [&[&str]; 3] = [
+        &["watch", "w/", "--prefix", "--rev=1"],
+        &["watch", "w/", "--prefix", "--rev=2", "--prev-kv"],
+        &["watch", "w/a", "--rev=1", "-w", "json"],
+    ];
     let mut outputs = HashMap::new();
     for server in [&etcd as &dyn Server, &rkv] {
-        let ep = server.endpoint();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("etcdctl")
-                .arg(format!("--endpoints={ep}"))
-                .args(args)
-                .output()
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert!(out.status.success(), "{out:?}");
-        };
-        run(&["put", "w/a", "1"]);
-        run(&["put", "w/b", "2"]);
-        run(&["del", "w/a"]);
-        run(&["put", "w/a", "3"]);
+        for args in [["put", "w/a", "1"], ["put", "w/b", "2"], ["del", "w/a", ""], ["put", "w/a", "3"]] {
+            let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+            assert_eq!(common::etcdctl(server, &args, None).code, 0);
+        }
         let mut texts = Vec::new();
-        for args in [
-            vec!["watch", "w/", "--prefix", "--rev=1"],
-            vec!["watch", "w/", "--prefix", "--rev=2", "--prev-kv"],
-            vec!["watch", "w/a", "--rev=1", "-w", "json"],
-        ] {
-            // Stop etcdctl once it has printed the last event (w/a=3), not after a fixed time.
-            let mut child = std::process::Command::new("etcdctl")
-                .arg(format!("--endpoints={ep}"))
-                .args(&args)
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{e}"));
-            let mut stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
-            let text = tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut text = String::new();
-                let mut buf = [0u8; 4096];
-                while !(text.ends_with("3\n") || text.contains("\"value\":\"Mw==\"")) {
-                    match stdout.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-                    }
-                }
-                text
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-            let _ = child.kill();
-            let _ = child.wait();
-            texts.push(text);
+        for args in sessions {
+            texts.push(watch_output("etcdctl", &server.endpoint(), args).await);
         }
         outputs.insert(server.endpoint() == rkv.endpoint(), texts);
     }
@@ -360,4 +356,9 @@ async fn etcdctl_watch_prints_like_etcd() {
         "{:?}",
         outputs[&true]
     );
+    let mut rctl_texts = Vec::new();
+    for args in sessions {
+        rctl_texts.push(watch_output(env!("CARGO_BIN_EXE_rctl"), &rkv.endpoint(), args).await);
+    }
+    assert_eq!(Some(&rctl_texts), outputs.get(&true), "rctl watch (left) vs etcdctl watch (right)");
 }

@@ -39,6 +39,10 @@ impl Client {
         Ok(Self { channel: ep.connect_lazy(), command_timeout })
     }
 
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn kv(&self) -> KvClient<Channel> {
         KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
     }

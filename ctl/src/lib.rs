@@ -71,6 +71,13 @@ enum Command {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Watches events stream on keys or prefixes.
+    Watch(command::watch::WatchArgs),
+    /// Lease related commands.
+    Lease {
+        #[command(subcommand)]
+        command: command::lease::LeaseCommand,
+    },
     /// Prints the version of rctl.
     Version,
 }
@@ -244,6 +251,15 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                     }
                 }
             }
+        }
+        Command::Watch(args) => {
+            let mut c = tri!(client());
+            c.command_timeout = Duration::from_secs(u32::MAX as u64);
+            tri!(command::watch::run(args, &c, format).await);
+        }
+        Command::Lease { command } => {
+            let c = tri!(client());
+            tri!(command::lease::run(command, &c, format, &mut out).await);
         }
         Command::Version => {
             out.line(&format!("rctl version: {}", env!("CARGO_PKG_VERSION")));

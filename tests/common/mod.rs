@@ -40,6 +40,12 @@ pub fn wait_for_log(path: &Path, needle: &str, child: &mut Child) {
 /// Which server a test talks to.
 pub trait Server {
     fn endpoint(&self) -> String;
+    fn as_dyn(&self) -> &dyn Server
+    where
+        Self: Sized,
+    {
+        self
+    }
     fn url(&self) -> String {
         format!("http://{}", self.endpoint())
     }
@@ -256,11 +262,11 @@ fn run_cli(program: &str, endpoint: &str, args: &[&str], stdin: Option<&str>) ->
     }
 }
 
-pub fn etcdctl(server: &impl Server, args: &[&str], stdin: Option<&str>) -> CliRun {
+pub fn etcdctl(server: &dyn Server, args: &[&str], stdin: Option<&str>) -> CliRun {
     run_cli("etcdctl", &server.endpoint(), args, stdin)
 }
 
-pub fn rctl(server: &impl Server, args: &[&str], stdin: Option<&str>) -> CliRun {
+pub fn rctl(server: &dyn Server, args: &[&str], stdin: Option<&str>) -> CliRun {
     run_cli(env!("CARGO_BIN_EXE_rctl"), &server.endpoint(), args, stdin)
 }
 
