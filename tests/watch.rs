@@ -362,3 +362,106 @@ async fn etcdctl_and_rctl_watch_print_like_etcd() {
     }
     assert_eq!(Some(&rctl_texts), outputs.get(&true), "rctl watch (left) vs etcdctl watch (right)");
 }
+
+/// kube-apiserver's pattern: list a prefix, watch it from the list revision + 1 with prev_kv and
+/// progress_notify, and ask for progress while writers run. After a progress response at N no
+/// event at or below N may follow, and list + events rebuild exactly the final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_then_watch_with_progress_requests_under_writes() {
+    let dir = tempdir();
+    let rkv = Rkv::start_with(dir.path(), &["--experimental-watch-progress-notify-interval=100ms"]);
+    let mut kv = KvClient::new(channel(&rkv).await);
+    for i in 0..20 {
+        kv.put(put(&format!("/registry/pods/p{i}"), "0")).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let list = kv_range(
+        &mut kv,
+        RangeRequest {
+            key: "/registry/pods/".into(),
+            range_end: "/registry/pods0".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let list_rev = list.header.map_or(0, |h| h.revision);
+    let mut state: HashMap<Vec<u8>, Vec<u8>> = list.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+
+    let mut w = WatchConn::open(&rkv).await;
+    w.create(WatchCreateRequest { progress_notify: true, ..prefix_watch("/registry/pods/", list_rev + 1) })
+        .await;
+    w.expect("created").await;
+    let mut writers = Vec::new();
+    for t in 0..3 {
+        let mut kv = KvClient::new(channel(&rkv).await);
+        writers.push(tokio::spawn(async move {
+            let mut last = 0;
+            for i in 0..100 {
+                let key = format!("/registry/pods/p{}", (t * 31 + i) % 25);
+                let r = if i % 7 == 6 {
+                    let d = DeleteRangeRequest { key: key.into(), ..Default::default() };
+                    kv.delete_range(d).await.unwrap_or_else(|e| panic!("{e}")).into_inner().header
+                } else {
+                    kv.put(put(&key, &format!("{t}.{i}")))
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .into_inner()
+                        .header
+                };
+                last = last.max(r.map_or(0, |h| h.revision));
+            }
+            last
+        }));
+    }
+    let mut final_rev = 0;
+    let mut progress_floor = list_rev;
+    let mut next_rev = list_rev + 1;
+    let mut writers_done = false;
+    let mut progress_requests = 0;
+    loop {
+        if !writers_done && writers.iter().all(|h| h.is_finished()) {
+            for h in writers.drain(..) {
+                final_rev = final_rev.max(h.await.unwrap_or_else(|e| panic!("{e}")));
+            }
+            writers_done = true;
+        }
+        if progress_requests < 50 {
+            w.progress().await;
+            progress_requests += 1;
+        }
+        let r = w.expect("watch response").await;
+        if r.events.is_empty() {
+            // A progress response (requested: watch_id -1, or periodic): nothing at or below it
+            // may follow.
+            progress_floor = progress_floor.max(r.header.map_or(0, |h| h.revision));
+        }
+        for ev in &r.events {
+            let kv = ev.kv.clone().unwrap_or_default();
+            assert!(
+                kv.mod_revision > progress_floor,
+                "event at {} after progress at {progress_floor}",
+                kv.mod_revision
+            );
+            assert!(kv.mod_revision >= next_rev, "event at {} went back (next {next_rev})", kv.mod_revision);
+            next_rev = kv.mod_revision;
+            if ev.r#type == EventType::Delete as i32 {
+                assert!(state.remove(&kv.key).is_some(), "DELETE of a key the watcher did not know");
+            } else {
+                state.insert(kv.key, kv.value);
+            }
+        }
+        if writers_done && next_rev >= final_rev && progress_floor >= final_rev {
+            break;
+        }
+    }
+    let now = kv_range(
+        &mut kv,
+        RangeRequest {
+            key: "/registry/pods/".into(),
+            range_end: "/registry/pods0".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let expected: HashMap<Vec<u8>, Vec<u8>> = now.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    assert_eq!(state, expected, "list + watch events must rebuild the store");
+}
