@@ -91,7 +91,7 @@ impl Printer {
         out.line(&format!("\"{prefix}Lease\" : {}", kv.lease));
     }
 
-    fn header_fields(out: &mut Out, h: &Option<ResponseHeader>) {
+    pub(crate) fn header_fields(out: &mut Out, h: &Option<ResponseHeader>) {
         let h = h.unwrap_or_default();
         out.line(&format!("\"ClusterID\" : {}", h.cluster_id));
         out.line(&format!("\"MemberID\" : {}", h.member_id));

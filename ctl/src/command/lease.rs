@@ -64,13 +64,7 @@ fn header_fields(h: &Option<ResponseHeader>) -> json::Obj {
 }
 
 fn fields_header(out: &mut Out, h: &Option<ResponseHeader>) {
-    let h = h.unwrap_or_default();
-    out.line(&format!("\"ClusterID\" : {}", h.cluster_id));
-    out.line(&format!("\"MemberID\" : {}", h.member_id));
-    if h.revision > 0 {
-        out.line(&format!("\"Revision\" : {}", h.revision));
-    }
-    out.line(&format!("\"RaftTerm\" : {}", h.raft_term));
+    crate::print::Printer::header_fields(out, h);
 }
 
 pub async fn run(cmd: LeaseCommand, c: &Client, format: Format, out: &mut Out) -> Result<(), CtlError> {
