@@ -26,6 +26,8 @@ const WATCHERS_PER_STREAM: usize = 100;
 const DEADLINE: Duration = Duration::from_secs(600);
 
 struct Result {
+    /// Resident memory of the server once every event was delivered (KiB).
+    rss_kib: u64,
     events_per_sec: f64,
     p50: Duration,
     p99: Duration,
@@ -50,7 +52,7 @@ fn create(id: i64) -> WatchRequest {
     }
 }
 
-async fn run(server: &dyn Server, puts: usize) -> Result {
+async fn run(server: &dyn Server, pid: u32, puts: usize) -> Result {
     let expected_per_stream = puts * WATCHERS_PER_STREAM;
     // Arrival time of each revision on stream 0, for put->event latency.
     let arrivals: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
@@ -147,7 +149,12 @@ async fn run(server: &dyn Server, puts: usize) -> Result {
         .collect();
     lat.sort();
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
-    Result { events_per_sec: total / elapsed.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) }
+    Result {
+        rss_kib: common::rss_kib(pid),
+        events_per_sec: total / elapsed.as_secs_f64(),
+        p50: pct(0.5),
+        p99: pct(0.99),
+    }
 }
 
 fn main() {
@@ -157,24 +164,35 @@ fn main() {
     rt.block_on(async {
         let dir = tempdir();
         let etcd = Etcd::start(dir.path());
-        let e = run(&etcd, puts).await;
+        let e = run(&etcd, etcd.pid(), puts).await;
         drop(etcd);
         let rkv = Rkv::start(dir.path());
-        let r = run(&rkv, puts).await;
+        let pid = rkv.child.as_ref().map_or(0, |c| c.id());
+        let r = run(&rkv, pid, puts).await;
         println!(
             "watch fan-out, {} watchers on {} streams + 1 stalled stream, {puts} puts",
             CONNECTIONS * STREAMS_PER_CONNECTION * WATCHERS_PER_STREAM,
             CONNECTIONS * STREAMS_PER_CONNECTION
         );
-        println!("{:<8} {:>14} {:>12} {:>12}", "server", "events/s", "p50 put->ev", "p99 put->ev");
+        println!(
+            "{:<8} {:>14} {:>12} {:>12} {:>10}",
+            "server", "events/s", "p50 put->ev", "p99 put->ev", "RSS MiB"
+        );
         for (name, x) in [("etcd", &e), ("rkv", &r)] {
-            println!("{name:<8} {:>14.0} {:>12?} {:>12?}", x.events_per_sec, x.p50, x.p99);
+            println!(
+                "{name:<8} {:>14.0} {:>12?} {:>12?} {:>10}",
+                x.events_per_sec,
+                x.p50,
+                x.p99,
+                x.rss_kib / 1024
+            );
         }
         println!(
-            "ratio rkv/etcd: events/s {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x",
+            "ratio rkv/etcd: events/s {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x, RSS {:.2}x",
             r.events_per_sec / e.events_per_sec,
             r.p50.as_secs_f64() / e.p50.as_secs_f64().max(1e-9),
-            r.p99.as_secs_f64() / e.p99.as_secs_f64().max(1e-9)
+            r.p99.as_secs_f64() / e.p99.as_secs_f64().max(1e-9),
+            r.rss_kib as f64 / e.rss_kib.max(1) as f64
         );
     });
 }

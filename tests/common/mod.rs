@@ -202,6 +202,24 @@ impl Etcd {
     }
 }
 
+impl Etcd {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Resident memory of a process in KiB (Linux), for benchmarks.
+pub fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 impl Server for Etcd {
     fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.port)
