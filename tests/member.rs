@@ -156,3 +156,25 @@ async fn periodic_auto_compaction() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(now.into_inner().kvs[0].value, vec![4]);
 }
+
+/// `--quota-backend-bytes`: writes over quota get etcd's "database space exceeded"; reads and
+/// deletes still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_over_quota_are_refused() {
+    let dir = tempdir();
+    let rkv = Rkv::start_with(dir.path(), &["--quota-backend-bytes=1"]);
+    let mut kv = KvClient::new(common::channel(&rkv).await);
+    let e = kv
+        .put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() })
+        .await
+        .expect_err("over quota");
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::ResourceExhausted, "etcdserver: mvcc: database space exceeded")
+    );
+    kv.range(RangeRequest { key: b"k".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let del = rkv_proto::etcdserverpb::DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() };
+    kv.delete_range(del).await.unwrap_or_else(|e| panic!("{e}"));
+}

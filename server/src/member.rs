@@ -37,9 +37,35 @@ pub struct MemberState {
     pub applier: Applier,
     pub hub: Arc<WatchHub>,
     pub lessor: Arc<Lessor>,
+    /// The database size, refreshed at most every `DB_SIZE_REFRESH` (reading RocksDB's
+    /// properties on every write would put that work on the write path).
+    db_size: DbSizeCache,
     /// The term this member serves in: one more than the last one it applied in, as a
     /// single-member etcd elects itself again at each start.
     pub term: u64,
+}
+
+const DB_SIZE_REFRESH: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct DbSizeCache {
+    bytes: std::sync::atomic::AtomicU64,
+    /// When `bytes` was read; None before the first read.
+    at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl MemberState {
+    /// The database size for quota checks, at most `DB_SIZE_REFRESH` old.
+    pub fn db_size_for_quota(&self) -> Result<u64, rkv_storage::StorageError> {
+        use std::sync::atomic::Ordering;
+        let mut at = self.db_size.at.lock().unwrap_or_else(|e| e.into_inner());
+        if at.is_none_or(|t| t.elapsed() >= DB_SIZE_REFRESH) {
+            let (size, _) = self.store.db_size()?;
+            self.db_size.bytes.store(size, Ordering::Relaxed);
+            *at = Some(std::time::Instant::now());
+        }
+        Ok(self.db_size.bytes.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug, Error)]
@@ -107,7 +133,8 @@ impl Member {
         }
         let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
-        let state = Arc::new(MemberState { config, identity, store, applier, hub, lessor, term });
+        let db_size = DbSizeCache::default();
+        let state = Arc::new(MemberState { config, identity, store, applier, hub, lessor, db_size, term });
         let routes = routes(&state);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -37,7 +37,7 @@ impl KvService {
     }
 
     fn check_quota(&self) -> Result<(), Status> {
-        let (size, _) = self.shared.store.db_size().map_err(ServerError::from)?;
+        let size = self.shared.db_size_for_quota().map_err(ServerError::from)?;
         if size > self.shared.config.quota_backend_bytes {
             return Err(ServerError::NoSpace.into());
         }
