@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rkv_proto::etcdserverpb::{
-    kv_client::KvClient, request_op::Request, CompactionRequest, DeleteRangeRequest, PutRequest, RequestOp,
-    TxnRequest, WatchCreateRequest, WatchResponse,
+    kv_client::KvClient, lease_client::LeaseClient, request_op::Request, CompactionRequest,
+    DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RequestOp, TxnRequest,
+    WatchCreateRequest, WatchResponse,
 };
 use rkv_proto::mvccpb::Event;
 use tonic::transport::Channel;
@@ -28,12 +29,24 @@ enum Write {
     Put(String, String),
     Delete(String, String),
     Txn(Vec<Write>),
+    /// A lease with a client-chosen ID (the same on both servers) and a long TTL.
+    Grant(i64),
+    PutLease(String, i64),
+    /// Deletes the lease's keys in one revision.
+    Revoke(i64),
 }
 
 /// Which keys exist and every change so far: (revision, key, is_put).
 #[derive(Default)]
 struct Model {
     live: BTreeSet<String>,
+    /// Granted leases and the live keys attached to them.
+    leases: BTreeSet<i64>,
+    attached: BTreeMap<String, i64>,
+    next_lease: i64,
+    /// Keys deleted by lease revocations, and watchers canceled by the client (for the report).
+    revoked_keys: usize,
+    cancels: usize,
     changes: Vec<(i64, String, bool)>,
     rev: i64,
     compacted: i64,
@@ -61,7 +74,27 @@ impl Model {
         match w {
             Write::Put(k, _) => {
                 self.live.insert(k.clone());
+                self.attached.remove(k);
                 self.changes.push((rev, k.clone(), true));
+            }
+            Write::PutLease(k, id) => {
+                self.live.insert(k.clone());
+                self.attached.insert(k.clone(), *id);
+                self.changes.push((rev, k.clone(), true));
+            }
+            Write::Grant(id) => {
+                self.leases.insert(*id);
+            }
+            Write::Revoke(id) => {
+                let doomed: Vec<String> =
+                    self.attached.iter().filter(|(_, l)| *l == id).map(|(k, _)| k.clone()).collect();
+                for d in doomed {
+                    self.live.remove(&d);
+                    self.attached.remove(&d);
+                    self.changes.push((rev, d, false));
+                    self.revoked_keys += 1;
+                }
+                self.leases.remove(id);
             }
             Write::Delete(k, end) => {
                 let end = if end.is_empty() { None } else { Some(end.clone()) };
@@ -69,6 +102,7 @@ impl Model {
                     self.live.iter().filter(|x| in_range(x, k, &end)).cloned().collect();
                 for d in doomed {
                     self.live.remove(&d);
+                    self.attached.remove(&d);
                     self.changes.push((rev, d, false));
                 }
             }
@@ -89,14 +123,28 @@ fn to_request(w: &Write) -> RequestOp {
             range_end: e.clone().into(),
             ..Default::default()
         }),
-        Write::Txn(_) => unreachable!("no nested txns here"),
+        Write::PutLease(k, id) => Request::RequestPut(PutRequest {
+            key: k.clone().into(),
+            value: b"l".to_vec(),
+            lease: *id,
+            ..Default::default()
+        }),
+        other => unreachable!("{other:?} is not a txn op"),
     };
     RequestOp { request: Some(request) }
 }
 
-async fn write(kv: &mut KvClient<Channel>, w: &Write) -> i64 {
+async fn write(ch: &Channel, w: &Write) -> i64 {
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch.clone());
     let header = match w {
-        Write::Put(..) | Write::Delete(..) => match to_request(w).request {
+        Write::Grant(id) => {
+            lease.lease_grant(LeaseGrantRequest { id: *id, ttl: 3600 }).await.map(|r| r.into_inner().header)
+        }
+        Write::Revoke(id) => {
+            lease.lease_revoke(LeaseRevokeRequest { id: *id }).await.map(|r| r.into_inner().header)
+        }
+        Write::Put(..) | Write::Delete(..) | Write::PutLease(..) => match to_request(w).request {
             Some(Request::RequestPut(p)) => kv.put(p).await.map(|r| r.into_inner().header),
             Some(Request::RequestDeleteRange(d)) => kv.delete_range(d).await.map(|r| r.into_inner().header),
             _ => unreachable!(),
@@ -113,9 +161,17 @@ async fn write(kv: &mut KvClient<Channel>, w: &Write) -> i64 {
     header.unwrap_or_else(|e| panic!("write {w:?}: {e}")).map_or(0, |h| h.revision)
 }
 
-fn gen_write(rng: &mut StdRng) -> Write {
+fn gen_write(rng: &mut StdRng, model: &mut Model) -> Write {
     let key = |rng: &mut StdRng| KEYS[rng.random_range(0..KEYS.len())].to_string();
-    match rng.random_range(0..10) {
+    let leases: Vec<i64> = model.leases.iter().copied().collect();
+    match rng.random_range(0..14) {
+        10 if leases.len() < 3 => {
+            model.next_lease += 1;
+            Write::Grant(model.next_lease)
+        }
+        11 | 12 if !leases.is_empty() => Write::PutLease(key(rng), leases[rng.random_range(0..leases.len())]),
+        13 if !leases.is_empty() => Write::Revoke(leases[rng.random_range(0..leases.len())]),
+        10..=13 => Write::Put(key(rng), "p".into()),
         0..=5 => Write::Put(key(rng), format!("v{}", rng.random_range(0..100))),
         6 | 7 => {
             let end = match rng.random_range(0..3) {
@@ -143,6 +199,8 @@ fn gen_write(rng: &mut StdRng) -> Write {
 struct Expect {
     events: usize,
     compacted: bool,
+    /// Canceled by the client before any event could reach it.
+    canceled: bool,
 }
 
 /// Everything one watcher received, normalized for comparison.
@@ -189,7 +247,7 @@ impl Side {
     fn done(&self, expect: &[(i64, Expect)]) -> bool {
         expect.iter().all(|(id, e)| {
             let s = self.seen.get(id);
-            if e.compacted {
+            if e.compacted || e.canceled {
                 s.is_some_and(|s| s.canceled.is_some())
             } else {
                 s.map_or(0, |s| s.events.len()) >= e.events
@@ -205,27 +263,23 @@ impl Side {
     }
 }
 
-async fn scenario(
-    seed: u64,
-    etcd: &(KvClient<Channel>, &Etcd),
-    rkv: &(KvClient<Channel>, &Rkv),
-    model: &mut Model,
-) {
+async fn scenario(seed: u64, etcd: &(Channel, &Etcd), rkv: &(Channel, &Rkv), model: &mut Model) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let (mut ekv, mut rkv_kv) = (etcd.0.clone(), rkv.0.clone());
-    let mut do_write = async |w: Write, model: &mut Model| {
+    let (ech, rch) = (etcd.0.clone(), rkv.0.clone());
+    let do_write = async |w: Write, model: &mut Model| {
         model.apply(&w);
-        let (a, b) = (write(&mut ekv, &w).await, write(&mut rkv_kv, &w).await);
+        let (a, b) = (write(&ech, &w).await, write(&rch, &w).await);
         assert_eq!((a, b), (model.rev, model.rev), "seed {seed}: write {w:?} revisions (etcd, rkv) vs model");
     };
     for _ in 0..rng.random_range(2..6) {
-        do_write(gen_write(&mut rng), model).await;
+        let w = gen_write(&mut rng, model);
+        do_write(w, model).await;
     }
     if rng.random_ratio(1, 12) && model.rev - 3 > model.compacted {
         let rev = rng.random_range(model.compacted.max(1) + 1..=model.rev - 2);
         let c = CompactionRequest { revision: rev, physical: true };
-        etcd.0.clone().compact(c).await.unwrap_or_else(|e| panic!("etcd compact: {e}"));
-        rkv.0.clone().compact(c).await.unwrap_or_else(|e| panic!("rkv compact: {e}"));
+        KvClient::new(etcd.0.clone()).compact(c).await.unwrap_or_else(|e| panic!("etcd compact: {e}"));
+        KvClient::new(rkv.0.clone()).compact(c).await.unwrap_or_else(|e| panic!("rkv compact: {e}"));
         model.compacted = rev;
     }
 
@@ -278,8 +332,25 @@ async fn scenario(
         let from = if start == 0 { model.rev + 1 } else { start };
         watchers.push((id, key, end, from, filters));
     }
+    // Sometimes the client cancels a watcher that cannot have had an event yet.
+    let mut canceled = None;
+    if rng.random_ratio(1, 4) {
+        if let Some((id, ..)) = watchers.iter().find(|(_, _, _, from, _)| *from > model.rev) {
+            let id = *id;
+            for side in &mut sides {
+                side.conn.cancel(id).await;
+                while side.seen.get(&id).is_none_or(|s| s.canceled.is_none()) {
+                    let r = side.conn.expect("cancel response").await;
+                    side.route(r);
+                }
+            }
+            canceled = Some(id);
+            model.cancels += 1;
+        }
+    }
     for _ in 0..rng.random_range(2..6) {
-        do_write(gen_write(&mut rng), model).await;
+        let w = gen_write(&mut rng, model);
+        do_write(w, model).await;
     }
     let expect: Vec<(i64, Expect)> = watchers
         .iter()
@@ -295,7 +366,9 @@ async fn scenario(
                         && (*put || !filters.contains(&1))
                 })
                 .count();
-            (*id, Expect { events, compacted })
+            let canceled = canceled == Some(*id);
+            let events = if canceled { 0 } else { events };
+            (*id, Expect { events, compacted, canceled })
         })
         .collect();
     for (side, name) in sides.iter_mut().zip(["etcd", "rkv"]) {
@@ -309,7 +382,7 @@ async fn scenario(
         assert_eq!(r, e, "seed {seed}: watcher {id} (rkv left, etcd right); watchers {watchers:?}");
     }
     // A progress request once everything is delivered reports the same revision.
-    if expect.iter().any(|(_, e)| !e.compacted) {
+    if expect.iter().any(|(_, e)| !e.compacted && !e.canceled) {
         for side in &mut sides {
             side.conn.progress().await;
         }
@@ -335,11 +408,14 @@ async fn watch_streams_match_etcd() {
     let dir = tempdir();
     let etcd = Etcd::start(dir.path());
     let rkv = Rkv::start_like(dir.path(), &etcd);
-    let e = (KvClient::new(channel(&etcd).await), &etcd);
-    let r = (KvClient::new(channel(&rkv).await), &rkv);
+    let e = (channel(&etcd).await, &etcd);
+    let r = (channel(&rkv).await, &rkv);
     let mut model = Model { rev: 1, compacted: -1, ..Default::default() };
     for seed in 0..scenarios {
         scenario(seed, &e, &r, &mut model).await;
     }
-    println!("watch differential: {scenarios} scenarios, {} revisions, 0 mismatches", model.rev);
+    println!(
+        "watch differential: {scenarios} scenarios, {} revisions, {} leases, {} keys deleted by revoke, {} client cancels, 0 mismatches",
+        model.rev, model.next_lease, model.revoked_keys, model.cancels
+    );
 }
