@@ -465,3 +465,96 @@ async fn list_then_watch_with_progress_requests_under_writes() {
     let expected: HashMap<Vec<u8>, Vec<u8>> = now.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
     assert_eq!(state, expected, "list + watch events must rebuild the store");
 }
+
+/// A revision whose events (with prev_kv) exceed --max-request-bytes reaches a watcher that
+/// asked for fragments in pieces, all but the last marked `fragment`, and whole to one that did
+/// not ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_revisions_are_fragmented_only_when_asked() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    let mut w = WatchConn::open(&rkv).await;
+    w.create(WatchCreateRequest { fragment: true, watch_id: 1, ..prefix_watch("/f/", 0) }).await;
+    w.expect("created").await;
+    w.create(WatchCreateRequest { watch_id: 2, ..prefix_watch("/f/", 0) }).await;
+    w.expect("created").await;
+    let mut kv = KvClient::new(channel(&rkv).await);
+    // Three 400 KB puts in one txn fit the 1.5 MiB request limit; rewriting them makes events
+    // whose prev_kv doubles them to 2.4 MB.
+    let txn = |v: &str| rkv_proto::etcdserverpb::TxnRequest {
+        compare: vec![],
+        success: (0..3)
+            .map(|i| rkv_proto::etcdserverpb::RequestOp {
+                request: Some(rkv_proto::etcdserverpb::request_op::Request::RequestPut(put(
+                    &format!("/f/{i}"),
+                    &v.repeat(400 * 1024),
+                ))),
+            })
+            .collect(),
+        failure: vec![],
+    };
+    kv.txn(txn("a")).await.unwrap_or_else(|e| panic!("{e}"));
+    let rev = kv
+        .txn(txn("b"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    let mut by_id: HashMap<i64, Vec<WatchResponse>> = HashMap::new();
+    let events_of = |by_id: &HashMap<i64, Vec<WatchResponse>>, id: i64| {
+        by_id.get(&id).map_or(0, |v| v.iter().map(|r| r.events.len()).sum::<usize>())
+    };
+    while events_of(&by_id, 1) < 6 || events_of(&by_id, 2) < 6 {
+        let r = w.expect("events").await;
+        by_id.entry(r.watch_id).or_default().push(r);
+    }
+    let at_rev = |id: i64| -> Vec<WatchResponse> {
+        by_id[&id]
+            .iter()
+            .filter(|r| r.events.iter().any(|e| e.kv.as_ref().is_some_and(|kv| kv.mod_revision == rev)))
+            .cloned()
+            .collect()
+    };
+    let whole = at_rev(2);
+    assert_eq!((whole.len(), whole[0].events.len(), whole[0].fragment), (1, 3, false));
+    let pieces = at_rev(1);
+    assert!(pieces.len() >= 2, "expected fragments, got {} response(s)", pieces.len());
+    let flags: Vec<bool> = pieces.iter().map(|r| r.fragment).collect();
+    assert!(flags[..flags.len() - 1].iter().all(|f| *f) && !flags[flags.len() - 1], "{flags:?}");
+    assert_eq!(pieces.iter().map(|r| r.events.len()).sum::<usize>(), 3);
+    for r in &pieces {
+        assert!(prost::Message::encoded_len(r) <= 1_572_864 + 4096, "a fragment is over the limit");
+    }
+}
+
+/// The etcd-client crate's watch: prefix watch from a revision with prev_kv.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_through_etcd_client() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    let mut c = etcd_client::Client::connect([rkv.endpoint()], None).await.unwrap_or_else(|e| panic!("{e}"));
+    c.put("/ec/a", "1", None).await.unwrap_or_else(|e| panic!("{e}"));
+    c.put("/ec/a", "2", None).await.unwrap_or_else(|e| panic!("{e}"));
+    c.delete("/ec/a", None).await.unwrap_or_else(|e| panic!("{e}"));
+    let opts = etcd_client::WatchOptions::new().with_prefix().with_start_revision(2).with_prev_key();
+    let (_watcher, mut stream) = c.watch("/ec/", Some(opts)).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let resp =
+            stream.message().await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("ended"));
+        for ev in resp.events() {
+            let kv = ev.kv().unwrap_or_else(|| panic!("event without kv"));
+            let prev = ev.prev_kv().map(|p| p.value().to_vec());
+            seen.push((format!("{:?}", ev.event_type()), kv.mod_revision(), kv.value().to_vec(), prev));
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("Put".to_string(), 2, b"1".to_vec(), None),
+            ("Put".to_string(), 3, b"2".to_vec(), Some(b"1".to_vec())),
+            ("Delete".to_string(), 4, vec![], Some(b"2".to_vec())),
+        ]
+    );
+}
