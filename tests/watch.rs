@@ -558,3 +558,53 @@ async fn watch_through_etcd_client() {
         ]
     );
 }
+
+/// `watch -i`: watch and progress commands read from stdin, the same output from rctl as
+/// from etcdctl (on rkv), including the invalid-line messages and the exit at end of input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_watch_rctl_like_etcdctl() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    for args in [["put", "i/a", "1"], ["put", "i/b", "2"]] {
+        assert_eq!(common::etcdctl(&rkv, &args, None).code, 0);
+    }
+    // The input ends only once the client has printed the progress line, so both clients see
+    // the same session; then end of input ends the command.
+    let session = |program: &'static str, ep: String| {
+        tokio::task::spawn_blocking(move || {
+            use std::io::{BufRead, BufReader, Write};
+            let mut child = std::process::Command::new(program)
+                .arg(format!("--endpoints={ep}"))
+                .args(["watch", "-i"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+            writeln!(stdin, "bogus\nwatch\nwatch --prefix i/ --rev=1\nprogress")
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut stdout = BufReader::new(child.stdout.take().unwrap_or_else(|| panic!("stdout")));
+            let mut text = String::new();
+            while !text.contains("progress notify") {
+                let mut line = String::new();
+                if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                text.push_str(&line);
+            }
+            drop(stdin);
+            let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+            let stderr: String = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| !l.contains("\"level\""))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            (text, stderr, out.status.code())
+        })
+    };
+    let e = session("etcdctl", rkv.endpoint()).await.unwrap_or_else(|e| panic!("{e}"));
+    let r = session(env!("CARGO_BIN_EXE_rctl"), rkv.endpoint()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r, e, "rctl (left) vs etcdctl (right)");
+    assert_eq!(e.0, "PUT\ni/a\n1\nPUT\ni/b\n2\nprogress notify: 3\n");
+}
