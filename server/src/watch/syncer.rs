@@ -2,10 +2,11 @@
 //! `syncWatchers`), then hands them back to the hub as synced. It is the only place that waits
 //! on a slow client, and it waits only for its own stream.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rkv_proto::etcdserverpb::WatchResponse;
-use rkv_proto::mvccpb::{event::EventType, Event};
+use rkv_proto::mvccpb::{event::EventType, Event, KeyValue};
 use rkv_storage::{KeyRange, RangeOptions, StorageError};
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
@@ -55,36 +56,60 @@ impl WatchHub {
         None
     }
 
-    /// The events of `[from, to]` for `spec`, read from history, with prev_kv when asked.
-    fn history(&self, spec: &WatchSpec, from: i64, to: i64) -> Result<Vec<Event>, StorageError> {
+    /// The events of `[from, to]` for each of `members` (watchers at the same position), read
+    /// from history once for all of them, with prev_kv for those that asked (each previous
+    /// value read once).
+    fn history(
+        &self,
+        members: &[(WatchId, WatchSpec)],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Vec<Event>>, StorageError> {
         let store = self.store();
-        let mut events = Vec::new();
-        for (_, kv, tombstone) in store.changes_between(from, to)? {
-            let ev = Event {
+        let changes: Vec<Event> = store
+            .changes_between(from, to)?
+            .into_iter()
+            .map(|(_, kv, tombstone)| Event {
                 r#type: if tombstone { EventType::Delete as i32 } else { EventType::Put as i32 },
                 kv: Some(kv),
                 prev_kv: None,
-            };
-            if spec.wants(&ev) {
+            })
+            .collect();
+        let mut prev_cache: HashMap<(Vec<u8>, i64), Option<KeyValue>> = HashMap::new();
+        let mut out = Vec::with_capacity(members.len());
+        for (_, spec) in members {
+            let mut events = Vec::new();
+            for ev in changes.iter().filter(|ev| spec.wants(ev)) {
+                let mut ev = ev.clone();
+                if spec.prev_kv {
+                    ev.prev_kv = previous(store, &ev, &mut prev_cache);
+                }
                 events.push(ev);
             }
+            out.push(events);
         }
-        if spec.prev_kv {
-            for ev in &mut events {
-                let Some(kv) = &ev.kv else { continue };
-                let is_create = ev.r#type == EventType::Put as i32 && kv.version == 1;
-                if is_create {
-                    continue;
-                }
-                let opts = RangeOptions { rev: kv.mod_revision - 1, ..Default::default() };
-                // A compacted previous version leaves prev_kv empty, as in etcd.
-                if let Ok(r) = store.range(KeyRange::Single(&kv.key), opts) {
-                    ev.prev_kv = r.kvs.into_iter().next();
-                }
-            }
-        }
-        Ok(events)
+        Ok(out)
     }
+}
+
+/// The key's value before the event (etcd reads it at revision - 1; a created key has none, and a
+/// compacted previous version leaves it empty, as in etcd).
+fn previous(
+    store: &rkv_storage::Store,
+    ev: &Event,
+    cache: &mut HashMap<(Vec<u8>, i64), Option<KeyValue>>,
+) -> Option<KeyValue> {
+    let kv = ev.kv.as_ref()?;
+    if ev.r#type == EventType::Put as i32 && kv.version == 1 {
+        return None;
+    }
+    cache
+        .entry((kv.key.clone(), kv.mod_revision))
+        .or_insert_with(|| {
+            let opts = RangeOptions { rev: kv.mod_revision - 1, ..Default::default() };
+            store.range(KeyRange::Single(&kv.key), opts).ok().and_then(|r| r.kvs.into_iter().next())
+        })
+        .clone()
 }
 
 /// Splits a response whose watcher asked for fragments into pieces of at most `max_bytes`
@@ -139,49 +164,57 @@ pub async fn run_syncer(
                 }
                 break;
             }
+            // Watchers that fell behind together share one read of the history.
+            let mut groups: BTreeMap<i64, Vec<(WatchId, WatchSpec)>> = BTreeMap::new();
             for (id, spec, next_rev) in work {
+                groups.entry(next_rev).or_default().push((id, spec));
+            }
+            for (next_rev, members) in groups {
                 let to = current.min(next_rev + MAX_REVS_PER_STEP - 1);
-                let hub2 = hub.clone();
-                let spec2 = spec.clone();
-                let read = tokio::task::spawn_blocking(move || hub2.history(&spec2, next_rev, to)).await;
-                let events = match read {
-                    Ok(Ok(events)) => events,
+                let (hub2, members2) = (hub.clone(), members.clone());
+                let read = tokio::task::spawn_blocking(move || hub2.history(&members2, next_rev, to)).await;
+                let per_watcher = match read {
+                    Ok(Ok(per_watcher)) => per_watcher,
                     Ok(Err(StorageError::Compacted)) => {
                         let compact_revision = hub.store().compacted_revision().unwrap_or(0);
-                        hub.cancel(stream, id);
-                        let resp = WatchResponse {
-                            header: hub.header(0),
-                            watch_id: id,
-                            canceled: true,
-                            compact_revision,
-                            ..Default::default()
-                        };
-                        if tx.send(resp).await.is_err() {
-                            return;
+                        for (id, _) in &members {
+                            hub.cancel(stream, *id);
+                            let resp = WatchResponse {
+                                header: hub.header(0),
+                                watch_id: *id,
+                                canceled: true,
+                                compact_revision,
+                                ..Default::default()
+                            };
+                            if tx.send(resp).await.is_err() {
+                                return;
+                            }
                         }
                         continue;
                     }
                     Ok(Err(e)) => {
-                        warn!(error = %e, stream, watch_id = id, "cannot read watch history");
+                        warn!(error = %e, stream, "cannot read watch history");
                         return;
                     }
                     Err(_) => return,
                 };
-                let sent = !events.is_empty();
-                if sent {
-                    let resp = WatchResponse {
-                        header: hub.header(current),
-                        watch_id: id,
-                        events,
-                        ..Default::default()
-                    };
-                    for piece in fragments(resp, spec.fragment, max_bytes) {
-                        if tx.send(piece).await.is_err() {
-                            return;
+                for ((id, spec), events) in members.into_iter().zip(per_watcher) {
+                    let sent = !events.is_empty();
+                    if sent {
+                        let resp = WatchResponse {
+                            header: hub.header(current),
+                            watch_id: id,
+                            events,
+                            ..Default::default()
+                        };
+                        for piece in fragments(resp, spec.fragment, max_bytes) {
+                            if tx.send(piece).await.is_err() {
+                                return;
+                            }
                         }
                     }
+                    hub.advance(stream, id, to, sent);
                 }
-                hub.advance(stream, id, to, sent);
             }
         }
     }
