@@ -75,9 +75,19 @@ fn session_with(
             })
             .collect::<Vec<_>>()
             .join(" ");
-        out.push(mask_json_ids(&normalize(&line, &id)));
+        out.push(sort_attached_keys(&mask_json_ids(&normalize(&line, &id))));
     }
     out
+}
+
+/// etcd lists a lease's keys in Go map order (random); rkv in key order. Compare them sorted.
+fn sort_attached_keys(text: &str) -> String {
+    let Some(start) = text.find("attached keys([") else { return text.to_string() };
+    let list_start = start + "attached keys([".len();
+    let Some(len) = text[list_start..].find("])") else { return text.to_string() };
+    let mut keys: Vec<&str> = text[list_start..list_start + len].split(' ').collect();
+    keys.sort_unstable();
+    format!("{}{}{}", &text[..list_start], keys.join(" "), &text[list_start + len..])
 }
 
 /// A fresh grant's decimal ID in JSON output: `"ID":123` becomes `"ID":<N>`.
