@@ -21,22 +21,19 @@ async fn range_all(
         .map(|r| r.into_inner())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_puts_survive_kill_9() {
-    let dir = tempdir();
-    let mut rkv = Rkv::start(dir.path());
-    // Writers put distinct keys as fast as they can; each records the (key, revision) it was
-    // acknowledged with. kill -9 lands in the middle of the stream.
+/// One round: 8 writers put distinct keys as fast as they can and record each acknowledged
+/// (key, revision); the server is killed with SIGKILL once `kill_after` puts were acknowledged.
+async fn write_until_killed(rkv: &mut Rkv, round: usize, kill_after: usize) -> Vec<(String, i64)> {
     let acked: Arc<Mutex<Vec<(String, i64)>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..8 {
-        let mut kv = KvClient::new(channel(&rkv).await);
+        let mut kv = KvClient::new(channel(rkv).await);
         let (acked, stop) = (acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let key = format!("w{w}/{i:06}");
+                let key = format!("r{round}/w{w}/{i:06}");
                 let put =
                     PutRequest { key: key.clone().into_bytes(), value: b"v".to_vec(), ..Default::default() };
                 match kv.put(put).await {
@@ -50,11 +47,11 @@ async fn acknowledged_puts_survive_kill_9() {
             }
         }));
     }
-    // Kill once a good number of writes has been acknowledged (awaited, not slept).
+    // Kill once enough writes have been acknowledged (awaited, not slept).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap_or_else(|e| e.into_inner()).len() < 500 {
+    while acked.lock().unwrap_or_else(|e| e.into_inner()).len() < kill_after {
         assert!(std::time::Instant::now() < deadline, "writes are not being acknowledged");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     rkv.kill9();
     stop.store(true, Ordering::Relaxed);
@@ -62,32 +59,50 @@ async fn acknowledged_puts_survive_kill_9() {
         let _ = w.await;
     }
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let max_acked = acked.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    acked
+}
 
-    rkv.restart();
-    let all = range_all(&rkv, 0).await.unwrap_or_else(|e| panic!("range after restart: {e}"));
-    let stored: std::collections::HashMap<Vec<u8>, i64> =
-        all.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
-    let lost: Vec<_> = acked.iter().filter(|(k, rev)| stored.get(k.as_bytes()) != Some(rev)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged puts lost or changed after kill -9: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
-    let rev = all.header.map_or(0, |h| h.revision);
-    assert!(rev >= max_acked, "revision went back: {rev} < {max_acked}");
+/// Three rounds of writes cut by kill -9 at different points: after each restart every write
+/// acknowledged in any round is there with its revision, and revisions only go forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_puts_survive_kill_9() {
+    let dir = tempdir();
+    let mut rkv = Rkv::start(dir.path());
+    let mut acked = Vec::new();
+    let mut last_rev = 0;
+    for (round, kill_after) in [150usize, 500, 900].into_iter().enumerate() {
+        acked.extend(write_until_killed(&mut rkv, round, kill_after).await);
+        let max_acked = acked.iter().map(|(_, r)| *r).max().unwrap_or(0);
+        rkv.restart();
+        let all = range_all(&rkv, 0).await.unwrap_or_else(|e| panic!("range after restart: {e}"));
+        let stored: std::collections::HashMap<Vec<u8>, i64> =
+            all.kvs.iter().map(|kv| (kv.key.clone(), kv.mod_revision)).collect();
+        let lost: Vec<_> = acked.iter().filter(|(k, rev)| stored.get(k.as_bytes()) != Some(rev)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} of {} acknowledged puts lost or changed after kill -9: {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(5)]
+        );
+        let rev = all.header.map_or(0, |h| h.revision);
+        assert!(rev >= max_acked && rev >= last_rev, "revision went back: {rev} < {max_acked} or {last_rev}");
+        last_rev = rev;
+    }
 
-    // Revisions continue after the restart.
+    // Revisions continue after the last restart.
     let mut kv = KvClient::new(channel(&rkv).await);
     let next = kv
         .put(PutRequest { key: b"after".to_vec(), value: b"x".to_vec(), ..Default::default() })
         .await
         .unwrap_or_else(|e| panic!("put after restart: {e}"))
         .into_inner();
-    assert_eq!(next.header.map(|h| h.revision), Some(rev + 1));
-    println!("kill -9: {} acknowledged puts, 0 lost, revision {rev} -> {}", acked.len(), rev + 1);
+    assert_eq!(next.header.map(|h| h.revision), Some(last_rev + 1));
+    println!(
+        "kill -9: 3 rounds, {} acknowledged puts, 0 lost, revision {last_rev} -> {}",
+        acked.len(),
+        last_rev + 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
