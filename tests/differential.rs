@@ -10,8 +10,9 @@ mod common;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rkv_proto::etcdserverpb::{
-    compare::TargetUnion, kv_client::KvClient, request_op::Request, CompactionRequest, Compare,
-    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest, TxnResponse,
+    compare::TargetUnion, kv_client::KvClient, maintenance_client::MaintenanceClient, request_op::Request,
+    CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, HashKvResponse, PutRequest, RangeRequest,
+    RequestOp, ResponseHeader, TxnRequest, TxnResponse,
 };
 use tonic::transport::Channel;
 
@@ -315,6 +316,22 @@ async fn run_seed(seed: u64, ops: usize) -> usize {
         if let Some(rev) = revision_of(&want) {
             gen.rev_hint = gen.rev_hint.max(rev);
         }
+    }
+    // HashKV over the same history: etcd's checksum, at the current revision and at a few
+    // older, compacted and future ones.
+    let mut etcd_m = MaintenanceClient::new(channel(&etcd).await);
+    let mut rkv_m = MaintenanceClient::new(channel(&rkv).await);
+    for rev in [0, gen.rev_hint, gen.rev_hint - 1, gen.rev_hint - 7, gen.rev_hint / 2, 1, gen.rev_hint + 5] {
+        let hash = |r: Result<tonic::Response<HashKvResponse>, tonic::Status>| {
+            r.map(|r| {
+                let r = r.into_inner();
+                (r.hash, r.compact_revision, r.header.map(|h| h.revision))
+            })
+            .map_err(|s| (s.code(), s.message().to_string()))
+        };
+        let want = hash(etcd_m.hash_kv(HashKvRequest { revision: rev }).await);
+        let got = hash(rkv_m.hash_kv(HashKvRequest { revision: rev }).await);
+        assert_eq!(got, want, "seed {seed}: HashKV at {rev} (rkv left, etcd right)");
     }
     ops
 }

@@ -132,6 +132,15 @@ impl TreeIndex {
         self.keys.get_mut(key)
     }
 
+    /// The revisions a compaction at `at` would keep, without compacting.
+    pub fn keep(&self, at: i64) -> HashSet<Revision> {
+        let mut keep = HashSet::new();
+        for ki in self.keys.values() {
+            ki.keep(at, &mut keep);
+        }
+        keep
+    }
+
     /// Compacts every key at `at`; returns the revisions at or below `at` that must stay on disk.
     pub fn compact(&mut self, at: i64) -> HashSet<Revision> {
         let mut keep = HashSet::new();

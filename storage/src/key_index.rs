@@ -142,6 +142,30 @@ impl KeyIndex {
         self.generations.iter().flat_map(|g| g.revs.iter().copied()).filter(move |rev| rev.main > after)
     }
 
+    /// Records in `keep` the revision a compaction at `at` would keep for this key, without
+    /// compacting (etcd's `keyIndex.keep`, used by HashKV).
+    pub fn keep(&self, at: i64, keep: &mut HashSet<Revision>) {
+        if self.is_empty() {
+            return;
+        }
+        let last = self.generations.len() - 1;
+        let mut gen_idx = 0;
+        while gen_idx < last {
+            let tomb = self.generations[gen_idx].revs.last().map_or(i64::MIN, |r| r.main);
+            if tomb > at {
+                break;
+            }
+            gen_idx += 1;
+        }
+        let g = &self.generations[gen_idx];
+        if let Some(n) = g.newest_at_or_below(at) {
+            // The tombstone of a closed generation is not kept.
+            if !(n == g.revs.len() - 1 && gen_idx != last) {
+                keep.insert(g.revs[n]);
+            }
+        }
+    }
+
     /// Drops the history at or below `at` that no read at `at` or later can see, and records in
     /// `keep` the revision that still holds the key's value at `at`.
     pub fn compact(&mut self, at: i64, keep: &mut HashSet<Revision>) {

@@ -12,6 +12,7 @@
 
 mod compact;
 mod error;
+mod hash;
 mod index;
 mod key_index;
 mod revision;
@@ -22,6 +23,7 @@ mod write;
 mod model_tests;
 
 pub use error::{Result, StorageError};
+pub use hash::KvHash;
 pub use index::KeyRange;
 pub use revision::Revision;
 pub use store::{

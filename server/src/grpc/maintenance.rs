@@ -77,8 +77,24 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("hash"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("hashkv"))
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let rev = request.into_inner().revision;
+        let store = self.shared.store.clone();
+        let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))?
+            .map_err(ServerError::from)?;
+        let mut resp = HashKvResponse {
+            header: Some(rkv_proto::etcdserverpb::ResponseHeader {
+                revision: h.current_rev,
+                ..Default::default()
+            }),
+            hash: h.hash,
+            compact_revision: h.compact_rev,
+            hash_revision: h.hash_rev,
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
