@@ -70,7 +70,14 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("defragment"))
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))?
+            .map_err(ServerError::from)?;
+        let mut resp = DefragmentResponse { header: None };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
