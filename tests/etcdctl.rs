@@ -213,4 +213,21 @@ fn defrag_and_hashkv_through_etcdctl() {
         ));
     }
     assert_eq!(outs[1], outs[0], "rkv (left) vs etcd (right)");
+    for args in [
+        &["defrag"][..],
+        &["endpoint", "hashkv"],
+        &["endpoint", "hashkv", "--rev=3"],
+        &["endpoint", "hashkv", "-w", "json"],
+    ] {
+        assert_eq!(
+            rctl(&rkv, args, None),
+            etcdctl(&rkv, args, None),
+            "rctl (left) vs etcdctl (right): {args:?}"
+        );
+    }
+    let dead = DeadServer(common::free_port());
+    let args = ["defrag", "--command-timeout=1s"];
+    let (r, e) = (rctl(&dead, &args, None), etcdctl(&dead, &args, None));
+    assert_eq!((r.code, r.stdout.as_str()), (e.code, e.stdout.as_str()));
+    assert!(r.stderr.starts_with(&format!("Failed to defragment etcd member[{}]", dead.endpoint())), "{r:?}");
 }

@@ -71,6 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Defragments the storage of the etcd members with given endpoints.
+    Defrag,
     /// Watches events stream on keys or prefixes.
     Watch(command::watch::WatchArgs),
     /// Lease related commands.
@@ -88,6 +90,12 @@ enum EndpointCommand {
     Status,
     /// Checks the healthiness of endpoints specified in `--endpoints` flag.
     Health,
+    /// Prints the KV history hash for each endpoint in --endpoints.
+    Hashkv {
+        /// Maximum revision to hash (default: all revisions).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 /// Runs rctl with the process's arguments; the exit code follows etcdctl's.
@@ -116,7 +124,10 @@ pub fn main() -> ExitCode {
 }
 
 fn fail(e: CtlError) -> ExitCode {
-    eprintln!("Error: {}", e.message);
+    // An empty message: the command already reported on stderr (etcdctl's os.Exit cases).
+    if !e.message.is_empty() {
+        eprintln!("Error: {}", e.message);
+    }
     ExitCode::from(e.code)
 }
 
@@ -250,6 +261,65 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                         return Err((out, command::endpoint::unhealthy()));
                     }
                 }
+                EndpointCommand::Hashkv { rev } => {
+                    let mut list = Vec::new();
+                    let mut last_error = None;
+                    for (ep, c) in &clients {
+                        let req = rkv_proto::etcdserverpb::HashKvRequest { revision: rev };
+                        match c.call(|| async { c.maintenance().hash_kv(req).await }).await {
+                            Ok(r) => list.push((ep.clone(), r)),
+                            Err(e) => {
+                                eprintln!("Failed to get the hash of endpoint {ep} ({})", e.message);
+                                last_error = Some(e);
+                            }
+                        }
+                    }
+                    match format {
+                        Format::Json => {
+                            let items: Vec<String> = list
+                                .iter()
+                                .map(|(ep, r)| {
+                                    let hash = json::Obj::new()
+                                        .obj("header", json::header(&r.header))
+                                        .uint("hash", u64::from(r.hash))
+                                        .int("compact_revision", r.compact_revision)
+                                        .build();
+                                    json::Obj::new()
+                                        .raw("Endpoint", json::string(ep))
+                                        .raw("HashKV", hash)
+                                        .build()
+                                })
+                                .collect();
+                            out.line(&format!("[{}]", items.join(",")));
+                        }
+                        _ => {
+                            for (ep, r) in &list {
+                                out.line(&format!("{ep}, {}", r.hash));
+                            }
+                        }
+                    }
+                    // etcdctl ends with the last endpoint's error.
+                    if let Some(e) = last_error {
+                        return Err((out, e));
+                    }
+                }
+            }
+        }
+        Command::Defrag => {
+            let mut failed = false;
+            for ep in &cli.endpoints {
+                let c = tri!(Client::connect(ep, dial, command_timeout));
+                let req = rkv_proto::etcdserverpb::DefragmentRequest {};
+                match c.call(|| async { c.maintenance().defragment(req).await }).await {
+                    Ok(_) => out.line(&format!("Finished defragmenting etcd member[{ep}]")),
+                    Err(e) => {
+                        eprintln!("Failed to defragment etcd member[{ep}] ({})", e.message);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Err((out, CtlError::new(EXIT_ERROR, "")));
             }
         }
         Command::Watch(args) => {
