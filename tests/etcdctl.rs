@@ -231,3 +231,20 @@ fn defrag_and_hashkv_through_etcdctl() {
     assert_eq!((r.code, r.stdout.as_str()), (e.code, e.stdout.as_str()));
     assert!(r.stderr.starts_with(&format!("Failed to defragment etcd member[{}]", dead.endpoint())), "{r:?}");
 }
+
+/// `member list` of a single member: the same as etcd's (client URLs aside), and rctl prints
+/// what etcdctl prints in every format.
+#[test]
+fn member_list_like_etcd() {
+    let dir = tempdir();
+    let etcd = Etcd::start(dir.path());
+    let rkv = Rkv::start_like(dir.path(), &etcd);
+    for w in ["simple", "json", "table", "fields"] {
+        let args = ["member", "list", "-w", w];
+        let on_etcd = etcdctl(&etcd, &args, None);
+        let on_rkv = etcdctl(&rkv, &args, None);
+        let normalize = |r: &CliRun, s: &dyn Server| r.stdout.replace(&s.url(), "URL");
+        assert_eq!(normalize(&on_rkv, &rkv), normalize(&on_etcd, &etcd), "member list -w {w}");
+        assert_eq!(rctl(&rkv, &args, None), on_rkv, "rctl (left) vs etcdctl (right): -w {w}");
+    }
+}

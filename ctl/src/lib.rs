@@ -73,6 +73,11 @@ enum Command {
     },
     /// Defragments the storage of the etcd members with given endpoints.
     Defrag,
+    /// Membership related commands.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
     /// Watches events stream on keys or prefixes.
     Watch(command::watch::WatchArgs),
     /// Lease related commands.
@@ -96,6 +101,12 @@ enum EndpointCommand {
         #[arg(long, default_value_t = 0)]
         rev: i64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// Lists all members in the cluster.
+    List,
 }
 
 /// Runs rctl with the process's arguments; the exit code follows etcdctl's.
@@ -304,6 +315,19 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                     }
                 }
             }
+        }
+        Command::Member { command: MemberCommand::List } => {
+            let c = tri!(client());
+            let req = rkv_proto::etcdserverpb::MemberListRequest { linearizable: false };
+            let resp = tri!(
+                c.call(|| async {
+                    rkv_proto::etcdserverpb::cluster_client::ClusterClient::new(c.channel())
+                        .member_list(req)
+                        .await
+                })
+                .await
+            );
+            tri!(printer.member_list(&mut out, &resp));
         }
         Command::Defrag => {
             let mut failed = false;

@@ -3,8 +3,8 @@
 use std::io::{self, Write};
 
 use rkv_proto::etcdserverpb::{
-    response_op::Response, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusResponse,
-    TxnResponse,
+    response_op::Response, DeleteRangeResponse, MemberListResponse, PutResponse, RangeResponse,
+    ResponseHeader, StatusResponse, TxnResponse,
 };
 use rkv_proto::mvccpb::KeyValue;
 
@@ -95,9 +95,8 @@ impl Printer {
         let h = h.unwrap_or_default();
         out.line(&format!("\"ClusterID\" : {}", h.cluster_id));
         out.line(&format!("\"MemberID\" : {}", h.member_id));
-        if h.revision > 0 {
-            out.line(&format!("\"Revision\" : {}", h.revision));
-        }
+        // etcdctl 3.5 prints the revision even where it is 0 (member list); 3.6 hides it.
+        out.line(&format!("\"Revision\" : {}", h.revision));
         out.line(&format!("\"RaftTerm\" : {}", h.raft_term));
     }
 
@@ -284,6 +283,68 @@ impl Printer {
                 table(out, &["ENDPOINT", "HEALTH", "TOOK", "ERROR"], &rows);
             }
         }
+    }
+}
+
+impl Printer {
+    /// etcdctl's `member list`.
+    pub fn member_list(&self, out: &mut Out, r: &MemberListResponse) -> Result<(), CtlError> {
+        let rows: Vec<Vec<String>> = r
+            .members
+            .iter()
+            .map(|m| {
+                let status = if m.name.is_empty() { "unstarted" } else { "started" };
+                vec![
+                    format!("{:x}", m.id),
+                    status.to_string(),
+                    m.name.clone(),
+                    m.peer_ur_ls.join(","),
+                    m.client_ur_ls.join(","),
+                    m.is_learner.to_string(),
+                ]
+            })
+            .collect();
+        match self.format {
+            Format::Simple => rows.iter().for_each(|row| out.line(&row.join(", "))),
+            Format::Table => {
+                table(out, &["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"], &rows)
+            }
+            Format::Json => {
+                let members: Vec<String> = r
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let urls = |v: &[String]| v.iter().map(|u| json::string(u)).collect::<Vec<_>>();
+                        json::Obj::new()
+                            .uint("ID", m.id)
+                            .str("name", &m.name)
+                            .list("peerURLs", urls(&m.peer_ur_ls))
+                            .list("clientURLs", urls(&m.client_ur_ls))
+                            .boolean("isLearner", m.is_learner)
+                            .build()
+                    })
+                    .collect();
+                out.line(
+                    &json::Obj::new().obj("header", json::header(&r.header)).list("members", members).build(),
+                );
+            }
+            Format::Fields => {
+                Self::header_fields(out, &r.header);
+                for m in &r.members {
+                    out.line(&format!("\"ID\" : {}", m.id));
+                    out.line(&format!("\"Name\" : {}", quote(m.name.as_bytes())));
+                    for u in &m.peer_ur_ls {
+                        out.line(&format!("\"PeerURL\" : {}", quote(u.as_bytes())));
+                    }
+                    for u in &m.client_ur_ls {
+                        out.line(&format!("\"ClientURL\" : {}", quote(u.as_bytes())));
+                    }
+                    out.line(&format!("\"IsLearner\" : {}", m.is_learner));
+                    out.line("");
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -59,7 +59,13 @@ impl Cluster for ClusterService {
                 is_learner: false,
             }],
         };
-        self.shared.fill_header(&mut resp.header);
+        // etcd's cluster service header carries no revision (it is not a KV response).
+        resp.header = Some(rkv_proto::etcdserverpb::ResponseHeader {
+            cluster_id: self.shared.identity.cluster_id,
+            member_id: self.shared.identity.member_id,
+            revision: 0,
+            raft_term: self.shared.term,
+        });
         Ok(Response::new(resp))
     }
 
