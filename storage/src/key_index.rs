@@ -142,6 +142,16 @@ impl KeyIndex {
         self.generations.iter().flat_map(|g| g.revs.iter().copied()).filter(move |rev| rev.main > after)
     }
 
+    /// The first generation still alive at `at` or created after it (the last one if none is):
+    /// where a compaction at `at` starts keeping history. Requires at least one generation.
+    fn compaction_generation(&self, at: i64) -> usize {
+        let last = self.generations.len() - 1;
+        self.generations[..last]
+            .iter()
+            .position(|g| g.revs.last().map_or(i64::MIN, |r| r.main) > at)
+            .unwrap_or(last)
+    }
+
     /// Records in `keep` the revision a compaction at `at` would keep for this key, without
     /// compacting (etcd's `keyIndex.keep`, used by HashKV).
     pub fn keep(&self, at: i64, keep: &mut HashSet<Revision>) {
@@ -149,14 +159,7 @@ impl KeyIndex {
             return;
         }
         let last = self.generations.len() - 1;
-        let mut gen_idx = 0;
-        while gen_idx < last {
-            let tomb = self.generations[gen_idx].revs.last().map_or(i64::MIN, |r| r.main);
-            if tomb > at {
-                break;
-            }
-            gen_idx += 1;
-        }
+        let gen_idx = self.compaction_generation(at);
         let g = &self.generations[gen_idx];
         if let Some(n) = g.newest_at_or_below(at) {
             // The tombstone of a closed generation is not kept.
@@ -173,15 +176,7 @@ impl KeyIndex {
             return;
         }
         let last = self.generations.len() - 1;
-        // The first generation still alive at `at` or created after it.
-        let mut gen_idx = 0;
-        while gen_idx < last {
-            let tomb = self.generations[gen_idx].revs.last().map_or(i64::MIN, |r| r.main);
-            if tomb > at {
-                break;
-            }
-            gen_idx += 1;
-        }
+        let mut gen_idx = self.compaction_generation(at);
         let g = &mut self.generations[gen_idx];
         if !g.is_empty() {
             if let Some(n) = g.newest_at_or_below(at) {
