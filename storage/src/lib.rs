@@ -15,7 +15,9 @@ mod error;
 mod hash;
 mod index;
 mod key_index;
+mod raft_log;
 mod revision;
+mod snapshot;
 mod store;
 mod write;
 
@@ -25,6 +27,7 @@ mod model_tests;
 pub use error::{Result, StorageError};
 pub use hash::KvHash;
 pub use index::KeyRange;
+pub use raft_log::{RAFT_COMMITTED, RAFT_PURGED, RAFT_VOTE};
 pub use revision::Revision;
 pub use store::{
     AppliedIndex, KvRead, RangeOptions, RangeResult, ReadView, Store, INITIAL_REVISION, NEVER_COMPACTED,

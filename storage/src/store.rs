@@ -27,6 +27,10 @@ use crate::revision::Revision;
 pub(crate) const CF_KV: &str = "kv";
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_LEASE: &str = "lease";
+/// State the server layer keeps with the MVCC data (raft applied state, member attributes).
+pub(crate) const CF_CLUSTER: &str = "cluster";
+pub(crate) const CF_RAFT_LOG: &str = "raft_log";
+pub(crate) const CF_RAFT_STATE: &str = "raft_state";
 
 pub(crate) const META_CURRENT_REV: &[u8] = b"current_rev";
 pub(crate) const META_COMPACT_REV: &[u8] = b"compact_rev";
@@ -101,6 +105,20 @@ pub struct Store {
     pub(crate) poisoned: AtomicBool,
 }
 
+/// A physical compaction that a crash interrupted.
+pub(crate) struct PendingCompaction {
+    rev: i64,
+    finished: i64,
+    keep: std::collections::HashSet<Revision>,
+}
+
+/// What `load` read from disk.
+pub(crate) struct Loaded {
+    pub(crate) state: State,
+    pub(crate) applied: AppliedIndex,
+    pub(crate) pending_compaction: Option<PendingCompaction>,
+}
+
 #[derive(Debug)]
 pub(crate) struct WriterState {
     pub(crate) applied: AppliedIndex,
@@ -114,7 +132,7 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [CF_KV, CF_META, CF_LEASE]
+        let cfs = [CF_KV, CF_META, CF_LEASE, CF_CLUSTER, CF_RAFT_LOG, CF_RAFT_STATE]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -159,6 +177,25 @@ impl Store {
     /// Rebuilds the key index from the `kv` column family (etcd's `restore`), then finishes a
     /// compaction that a crash interrupted.
     fn restore(&self) -> Result<()> {
+        let loaded = self.load()?;
+        {
+            let mut state = self.state_write()?;
+            *state = loaded.state;
+        }
+        self.writer_lock()?.applied = loaded.applied;
+        self.resume_compaction(loaded.pending_compaction)
+    }
+
+    pub(crate) fn resume_compaction(&self, pending: Option<PendingCompaction>) -> Result<()> {
+        if let Some(p) = pending {
+            warn!(compact_rev = p.rev, finished = p.finished, "resuming interrupted compaction");
+            self.physical_compact(p.rev, &p.keep)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the state the column families hold, without installing it.
+    pub(crate) fn load(&self) -> Result<Loaded> {
         let kv_cf = self.cf(CF_KV)?;
         let mut index = TreeIndex::new();
         let mut newest = INITIAL_REVISION;
@@ -190,8 +227,13 @@ impl Store {
                 .ok_or_else(|| StorageError::Corrupt("bad applied index".to_string()))?,
             None => AppliedIndex::default(),
         };
-        let pending_compaction = compact_rev > finished;
         let keep = if compact_rev >= 0 { Some(index.compact(compact_rev)) } else { None };
+        let pending_compaction = match keep {
+            Some(keep) if compact_rev > finished => {
+                Some(PendingCompaction { rev: compact_rev, finished, keep })
+            }
+            _ => None,
+        };
         info!(
             entries,
             keys = index.len(),
@@ -200,20 +242,7 @@ impl Store {
             applied_index = applied.index,
             "restored mvcc store"
         );
-        {
-            let mut state = self.state_write()?;
-            state.index = index;
-            state.current_rev = current_rev;
-            state.compact_rev = compact_rev;
-        }
-        self.writer_lock()?.applied = applied;
-        if pending_compaction {
-            if let Some(keep) = keep {
-                warn!(compact_rev, finished, "resuming interrupted compaction");
-                self.physical_compact(compact_rev, &keep)?;
-            }
-        }
-        Ok(())
+        Ok(Loaded { state: State { index, current_rev, compact_rev }, applied, pending_compaction })
     }
 
     pub(crate) fn check_poisoned(&self) -> Result<()> {
@@ -253,6 +282,25 @@ impl Store {
     /// Reads the keys of `range` as of `opts.rev` (etcd's `rangeKeys`), at the current revision.
     pub fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult> {
         self.read_view()?.range(range, opts)
+    }
+
+    /// A value of the server layer's state (see `Writer::put_cluster`).
+    pub fn cluster_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_CLUSTER)?, key)?)
+    }
+
+    /// Every value of the server layer's state whose key starts with `prefix`, in key order.
+    pub fn cluster_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = self.cf(CF_CLUSTER)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every granted lease: (id, granted TTL in seconds), in id order.

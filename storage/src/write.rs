@@ -22,8 +22,8 @@ use crate::error::{Result, StorageError};
 use crate::index::KeyRange;
 use crate::revision::Revision;
 use crate::store::{
-    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState, CF_KV,
-    CF_LEASE, CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
+    decode_values, plan_range, AppliedIndex, KvRead, RangeOptions, RangeResult, Store, WriterState,
+    CF_CLUSTER, CF_KV, CF_LEASE, CF_META, META_APPLIED, META_COMPACT_REV, META_CURRENT_REV,
 };
 
 /// Whether `commit` waits for the batch to reach stable storage.
@@ -108,6 +108,15 @@ impl<'a> Writer<'a> {
 
     pub fn compacted_revision(&self) -> Result<i64> {
         self.store.compacted_revision()
+    }
+
+    /// Records server-layer state (raft applied state, member attributes) in this batch, so it
+    /// is committed atomically with the changes it belongs to.
+    pub fn put_cluster(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let cf = self.store.cf(CF_CLUSTER)?;
+        self.batch.put_cf(cf, key, value);
+        self.dirty = true;
+        Ok(())
     }
 
     /// Records a granted lease in this batch.
