@@ -16,3 +16,8 @@ pub mod authpb {
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
+
+/// rkv's own raft commands and member-to-member RPC (not part of etcd's API).
+pub mod rkvpb {
+    tonic::include_proto!("rkvpb");
+}
