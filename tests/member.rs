@@ -46,25 +46,27 @@ async fn etcd_flags_and_environment() {
     let dir = tempdir();
     // etcd's Go flag syntax: single dash, bool flags with =.
     std::env::set_var("ETCD_MAX_TXN_OPS", "2");
+    let peer = format!("http://127.0.0.1:{}", common::free_port());
     let rkv = Rkv::start_with(
         dir.path(),
         &[
             "-name",
             "node-1",
-            "--snapshot-count=10000",
+            "--max-snapshots=10",
             "--client-cert-auth=true",
             "--peer-client-cert-auth=true",
             "--experimental-initial-corrupt-check=true",
             "--experimental-watch-progress-notify-interval=5s",
             "--listen-metrics-urls=http://127.0.0.1:2381",
-            "--initial-cluster=node-1=http://127.0.0.1:2380",
+            &format!("--initial-cluster=node-1={peer}"),
+            &format!("--initial-advertise-peer-urls={peer}"),
             "--listen-peer-urls",
-            "http://127.0.0.1:2380",
+            &peer,
         ],
     );
     std::env::remove_var("ETCD_MAX_TXN_OPS");
     assert!(rkv.log_text().contains("etcd flag accepted but not used by rkv"));
-    assert!(rkv.log_text().contains("--snapshot-count=10000"));
+    assert!(rkv.log_text().contains("--max-snapshots=10"));
     let mut kv = KvClient::new(common::channel(&rkv).await);
     let op = |k: &str| RequestOp {
         request: Some(rkv_proto::etcdserverpb::request_op::Request::RequestPut(PutRequest {

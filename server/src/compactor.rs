@@ -54,11 +54,12 @@ pub async fn run(shared: Shared, mode: AutoCompaction, mut stop: watch::Receiver
             }
             _ => 0,
         };
-        if target <= 0 || target <= last_compacted {
+        // Only the leader compacts (etcd's compactor pauses on followers).
+        if target <= 0 || target <= last_compacted || !shared.node.is_leader() {
             continue;
         }
         let request = CompactionRequest { revision: target, physical: false };
-        match shared.applier.propose(Command::Compact(request)).await {
+        match shared.node.propose(Command::Compact(request)).await {
             Ok(_) => {
                 info!(revision = target, "completed auto compaction");
                 last_compacted = target;

@@ -14,6 +14,8 @@ use clap::Parser;
 
 /// etcd's default client URL.
 pub const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
+/// etcd's default peer URL.
+pub const DEFAULT_PEER_URL: &str = "http://localhost:2380";
 /// etcd's default `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024 + 512 * 1024;
 /// gRPC messages may exceed `--max-request-bytes` by this much before gRPC itself refuses them
@@ -25,11 +27,7 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// etcd flags rkv accepts without using them yet, and whether each is a boolean.
 const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("wal-dir", false),
-    ("snapshot-count", false),
-    ("heartbeat-interval", false),
-    ("election-timeout", false),
     ("initial-election-tick-advance", false),
-    ("listen-peer-urls", false),
     ("listen-client-http-urls", false),
     ("max-snapshots", false),
     ("max-wals", false),
@@ -42,8 +40,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("socket-reuse-port", true),
     ("socket-reuse-address", true),
     ("unsafe-no-fsync", true),
-    ("initial-cluster", false),
-    ("initial-cluster-state", false),
     ("discovery", false),
     ("discovery-fallback", false),
     ("discovery-proxy", false),
@@ -175,6 +171,31 @@ pub struct Flags {
     #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
     pub initial_advertise_peer_urls: String,
 
+    /// List of URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = DEFAULT_PEER_URL)]
+    pub listen_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: name=peer-url,... (default: this
+    /// member alone, under its name and advertised peer URLs).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state ('new' or 'existing').
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
     /// Initial cluster token: part of the cluster and member IDs, as in etcd.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -206,6 +227,13 @@ pub struct Config {
     pub listen_client_urls: Vec<String>,
     pub advertise_client_urls: Vec<String>,
     pub initial_advertise_peer_urls: Vec<String>,
+    pub listen_peer_addrs: Vec<SocketAddr>,
+    /// The members to bootstrap a new cluster with: (name, peer URLs), in flag order.
+    pub initial_cluster: Vec<(String, Vec<String>)>,
+    pub initial_cluster_state: ClusterState,
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+    pub snapshot_count: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
@@ -215,6 +243,14 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// etcd flags given that rkv accepts but does not use yet (logged at start).
     pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Bootstrap a new cluster from `initial_cluster`.
+    New,
+    /// Join a running cluster that already added this member.
+    Existing,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +269,14 @@ impl Config {
             listen_client_addrs: vec![client_addr],
             listen_client_urls: vec![url.clone()],
             advertise_client_urls: vec![url],
-            initial_advertise_peer_urls: vec!["http://localhost:2380".into()],
+            initial_advertise_peer_urls: vec![DEFAULT_PEER_URL.into()],
+            // A lone embedded member needs no peer listener; set one to form a cluster.
+            listen_peer_addrs: Vec::new(),
+            initial_cluster: vec![(name.to_string(), vec![DEFAULT_PEER_URL.into()])],
+            initial_cluster_state: ClusterState::New,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_count: 100_000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             quota_backend_bytes: DEFAULT_QUOTA_BYTES,
@@ -290,13 +333,60 @@ impl Config {
             0 => DEFAULT_QUOTA_BYTES,
             q => q as u64,
         };
+        let initial_advertise_peer_urls = split_urls(&flags.initial_advertise_peer_urls);
+        let mut listen_peer_addrs = Vec::new();
+        for url in split_urls(&flags.listen_peer_urls) {
+            listen_peer_addrs.extend(parse_listen_url(&url)?);
+        }
+        let initial_cluster = match &flags.initial_cluster {
+            Some(spec) => parse_initial_cluster(spec)?,
+            None => vec![(flags.name.clone(), initial_advertise_peer_urls.clone())],
+        };
+        match initial_cluster.iter().find(|(name, _)| *name == flags.name) {
+            None => {
+                return Err(ConfigError::Invalid(format!(
+                    "couldn't find local name {:?} in the initial cluster configuration",
+                    flags.name
+                )))
+            }
+            Some((_, urls)) if !same_urls(urls, &initial_advertise_peer_urls) => {
+                return Err(ConfigError::Invalid(format!(
+                    "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
+                    flags.name,
+                    urls.join(","),
+                    initial_advertise_peer_urls.join(",")
+                )))
+            }
+            Some(_) => {}
+        }
+        let initial_cluster_state = match flags.initial_cluster_state.as_str() {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "invalid value {other:?} for flag -initial-cluster-state: valid values are \"new\", \"existing\""
+                )))
+            }
+        };
+        if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
+            return Err(ConfigError::Invalid(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                flags.election_timeout, flags.heartbeat_interval
+            )));
+        }
         Ok(Config {
             name: flags.name,
             data_dir,
             listen_client_addrs,
             listen_client_urls,
             advertise_client_urls: split_urls(&flags.advertise_client_urls),
-            initial_advertise_peer_urls: split_urls(&flags.initial_advertise_peer_urls),
+            initial_advertise_peer_urls,
+            listen_peer_addrs,
+            initial_cluster,
+            initial_cluster_state,
+            heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
+            election_timeout: Duration::from_millis(flags.election_timeout),
+            snapshot_count: flags.snapshot_count.max(1),
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
             quota_backend_bytes,
@@ -326,9 +416,46 @@ fn split_urls(s: &str) -> Vec<String> {
     s.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()
 }
 
+/// `name=url,name=url,...`; a name given several times has several peer URLs.
+fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut members: Vec<(String, Vec<String>)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, url)) = part.split_once('=') else {
+            return Err(ConfigError::Invalid(format!("--initial-cluster: {part:?} is not name=url")));
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "--initial-cluster: URL scheme must be http or https in {url:?}"
+            )));
+        }
+        match members.iter_mut().find(|(n, _)| n == name) {
+            Some((_, urls)) => urls.push(url.to_string()),
+            None => members.push((name.to_string(), vec![url.to_string()])),
+        }
+    }
+    if members.is_empty() {
+        return Err(ConfigError::Invalid("--initial-cluster is empty".into()));
+    }
+    Ok(members)
+}
+
+fn same_urls(a: &[String], b: &[String]) -> bool {
+    let norm = |v: &[String]| {
+        let mut v: Vec<String> = v.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+        v.sort();
+        v
+    };
+    norm(a) == norm(b)
+}
+
 /// `http://host:port` to the addresses to listen on ("localhost" is the loopback, as Go's
 /// listener resolves it).
 fn parse_client_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    parse_listen_url(url)
+}
+
+/// A listen URL (client or peer) to the addresses to bind.
+fn parse_listen_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
     let rest = if let Some(rest) = url.strip_prefix("http://") {
         rest
     } else if url.starts_with("https://") || url.starts_with("unixs://") {
@@ -488,8 +615,8 @@ mod tests {
             "-name",
             "infra0",
             "--data-dir=/tmp/x",
-            "--snapshot-count",
-            "10000",
+            "--max-snapshots",
+            "10",
             "--client-cert-auth",
             "--peer-client-cert-auth=true",
             "--experimental-initial-corrupt-check=true",
@@ -502,7 +629,7 @@ mod tests {
         assert_eq!(c.name, "infra0");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.auto_compaction, AutoCompaction::Revision(1000));
-        assert!(c.ignored.contains(&"--snapshot-count=10000".to_string()));
+        assert!(c.ignored.contains(&"--max-snapshots=10".to_string()));
         assert!(c.ignored.contains(&"--client-cert-auth".to_string()));
     }
 

@@ -43,6 +43,18 @@ pub enum ServerError {
     UnexpectedResponse,
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The cluster has no leader (etcd's `ErrNoLeader`).
+    #[error("no leader")]
+    NoLeader,
+    /// The proposal was not committed in time (etcd's `ErrTimeout`).
+    #[error("request timed out")]
+    Timeout,
+    /// The leader changed while the request was in flight (etcd's `ErrLeaderChanged`).
+    #[error("leader changed")]
+    LeaderChanged,
+    /// An error the leader answered a forwarded request with, as its gRPC status.
+    #[error("{}", .0.message())]
+    Remote(tonic::Status),
 }
 
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;

@@ -50,6 +50,22 @@ impl Lessor {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Replaces every lease with those of a store just installed from a snapshot.
+    pub fn reset(&self, leases: Vec<(i64, i64)>, keys: Vec<(Vec<u8>, i64)>) {
+        let fresh = Lessor::restore(leases, keys);
+        let inner = std::mem::take(&mut *fresh.lock());
+        *self.lock() = inner;
+    }
+
+    /// Gives every lease its full TTL from now: a new leader does not know how much of it
+    /// passed under the old one (etcd's `Promote`).
+    pub fn promote(&self) {
+        let now = Instant::now();
+        for lease in self.lock().leases.values_mut() {
+            lease.deadline = deadline(now, lease.ttl);
+        }
+    }
+
     /// Rebuilds the leases of a restarted member; each gets its full TTL from now.
     pub fn restore(leases: Vec<(i64, i64)>, keys: Vec<(Vec<u8>, i64)>) -> Self {
         let now = Instant::now();

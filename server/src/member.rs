@@ -18,31 +18,37 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use tracing::{error, info, warn};
 
-use crate::apply::Applier;
-use crate::config::{Config, GRPC_OVERHEAD_BYTES};
+use crate::apply::{Applier, Command, CLUSTER_MEMBER_PREFIX};
+use crate::config::{ClusterState, Config, GRPC_OVERHEAD_BYTES};
+use crate::error::ServerError;
 use crate::grpc::lease::{expire_leases, LeaseService};
 use crate::grpc::{
     cluster::ClusterService, kv::KvService, maintenance::MaintenanceService, watch::WatchService,
 };
 use crate::identity::{self, Identity, IdentityError};
 use crate::lease::Lessor;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{Network, MAX_PEER_MESSAGE};
+use crate::raft::node::RaftNode;
+use crate::raft::peer::PeerService;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{PeerNode, Raft};
 use crate::watch::WatchHub;
 use rkv_proto::etcdserverpb::{lease_server::LeaseServer, watch_server::WatchServer, ResponseHeader};
+use rkv_proto::rkvpb::peer_server::PeerServer;
 
 /// What every service of a member shares.
 pub struct MemberState {
     pub config: Config,
     pub identity: Identity,
     pub store: Arc<Store>,
-    pub applier: Applier,
+    pub applier: Arc<Applier>,
+    pub node: Arc<RaftNode>,
     pub hub: Arc<WatchHub>,
     pub lessor: Arc<Lessor>,
     /// The database size, refreshed at most every `DB_SIZE_REFRESH` (reading RocksDB's
     /// properties on every write would put that work on the write path).
     db_size: DbSizeCache,
-    /// The term this member serves in: one more than the last one it applied in, as a
-    /// single-member etcd elects itself again at each start.
-    pub term: u64,
 }
 
 const DB_SIZE_REFRESH: Duration = Duration::from_secs(1);
@@ -80,8 +86,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the apply thread: {0}")]
+    #[error("cannot start: {0}")]
     Thread(std::io::Error),
+    #[error("cannot start raft: {0}")]
+    Raft(String),
 }
 
 /// A started member. Dropping it without `stop` leaves its tasks running until the runtime ends.
@@ -90,17 +98,28 @@ pub struct Member {
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     state: Arc<MemberState>,
-    apply_thread: std::thread::JoinHandle<()>,
     /// Lets `stop` wait until the store is closed and the data dir can be opened again.
     store_ref: std::sync::Weak<Store>,
 }
 
 impl Member {
-    /// Opens the data dir and the store, binds the client URLs and starts serving.
+    /// Opens the data dir and the store, starts raft, binds the peer and client URLs and
+    /// starts serving.
     pub async fn start(config: Config) -> Result<Member, StartError> {
-        let member_id =
-            identity::compute_member_id(&config.initial_advertise_peer_urls, &config.initial_cluster_token);
-        let fresh = Identity { member_id, cluster_id: identity::compute_cluster_id(&[member_id]) };
+        let token = &config.initial_cluster_token;
+        let member_id = identity::compute_member_id(&config.initial_advertise_peer_urls, token);
+        let initial: std::collections::BTreeMap<u64, PeerNode> = config
+            .initial_cluster
+            .iter()
+            .map(|(name, urls)| {
+                (
+                    identity::compute_member_id(urls, token),
+                    PeerNode { name: name.clone(), peer_urls: urls.clone() },
+                )
+            })
+            .collect();
+        let ids: Vec<u64> = initial.keys().copied().collect();
+        let fresh = Identity { member_id, cluster_id: identity::compute_cluster_id(&ids) };
         let identity = identity::open_data_dir(&config.data_dir, fresh)?;
         let db_path = identity::db_path(&config.data_dir);
         let store = Arc::new(
@@ -108,23 +127,41 @@ impl Member {
                 .await
                 .map_err(|e| StartError::Thread(std::io::Error::other(e.to_string())))??,
         );
-        let last_term = store.applied_index()?.term;
-        let term = last_term.max(1) + 1;
         let header = ResponseHeader {
             cluster_id: identity.cluster_id,
             member_id: identity.member_id,
             revision: 0,
-            raft_term: term,
+            raft_term: crate::raft::node::etcd_term(store.applied_index()?.term),
         };
         let hub = WatchHub::new(store.clone(), header, config.max_request_bytes)?;
         let lessor = Arc::new(Lessor::restore(store.leases()?, store.leased_keys()?));
-        let (applier, apply_thread) =
-            Applier::start(store.clone(), hub.clone(), lessor.clone(), term).map_err(StartError::Thread)?;
+        let applier = Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone()));
+        let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor).await?;
+        if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
+            if config.initial_cluster_state == ClusterState::New {
+                info!(members = initial.len(), "bootstrapping a new cluster");
+                raft.initialize(initial).await.map_err(|e| StartError::Raft(e.to_string()))?;
+            } else {
+                info!("joining an existing cluster; waiting for its leader");
+            }
+        }
+        // A lone voter need not wait an election timeout for itself (etcd's tick advance).
+        let voters: Vec<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if voters == [identity.member_id] {
+            let _ = raft.trigger().elect().await;
+        }
+        let node = Arc::new(RaftNode::new(raft, identity.member_id, config.election_timeout));
         let store_ref = Arc::downgrade(&store);
         for flag in &config.ignored {
             warn!(flag = %flag, "etcd flag accepted but not used by rkv");
         }
 
+        let mut peer_listeners = Vec::new();
+        for addr in &config.listen_peer_addrs {
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
+            peer_listeners.push(listener);
+        }
         let mut listeners = Vec::new();
         for addr in &config.listen_client_addrs {
             let listener =
@@ -134,33 +171,27 @@ impl Member {
         let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
 
         let db_size = DbSizeCache::default();
-        let state = Arc::new(MemberState { config, identity, store, applier, hub, lessor, db_size, term });
-        let routes = routes(&state);
+        let state = Arc::new(MemberState { config, identity, store, applier, node, hub, lessor, db_size });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let peer_routes = {
+            let mut builder = Routes::builder();
+            builder.add_service(
+                PeerServer::new(PeerService::new(state.clone()))
+                    .max_decoding_message_size(MAX_PEER_MESSAGE)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE),
+            );
+            builder.routes()
+        };
+        for listener in peer_listeners {
+            tasks.push(tokio::spawn(serve(listener, peer_routes.clone(), stop_rx.clone(), "peer")));
+        }
+        // Like etcd, serve clients only once this member's attributes are in the cluster's log
+        // (which also means the cluster has a leader).
+        publish(&state).await;
+        let routes = routes(&state);
         for listener in listeners {
-            let routes = routes.clone();
-            let mut stop = stop_rx.clone();
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                conn.and_then(|s| {
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-            });
-            tasks.push(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                };
-                let served = tonic::transport::Server::builder()
-                    .accept_http1(true)
-                    .http2_keepalive_interval(Some(Duration::from_secs(7200)))
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await;
-                if let Err(e) = served {
-                    error!(error = %e, "client server stopped with an error");
-                }
-            }));
+            tasks.push(tokio::spawn(serve(listener, routes.clone(), stop_rx.clone(), "client")));
         }
         tasks.push(tokio::spawn(expire_leases(state.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(crate::compactor::run(
@@ -168,6 +199,7 @@ impl Member {
             state.config.auto_compaction,
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(follow_leadership(state.clone(), stop_rx.clone())));
         info!(
             name = %state.config.name,
             member_id = %format!("{:x}", state.identity.member_id),
@@ -175,7 +207,7 @@ impl Member {
             urls = ?state.config.advertise_client_urls,
             "ready to serve client requests"
         );
-        Ok(Member { client_addrs, stop_tx, tasks, state, apply_thread, store_ref })
+        Ok(Member { client_addrs, stop_tx, tasks, state, store_ref })
     }
 
     /// The addresses actually bound (port 0 in the config gets a free port).
@@ -198,10 +230,10 @@ impl Member {
             let _ = task.await;
         }
         info!("stopped serving client requests");
-        // The last proposer handle goes with the state: the apply thread drains and ends.
+        if let Err(e) = self.state.node.raft.shutdown().await {
+            warn!(error = %e, "raft did not stop cleanly");
+        }
         drop(self.state);
-        let apply_thread = self.apply_thread;
-        let _ = tokio::task::spawn_blocking(move || apply_thread.join()).await;
         // Reads still running on the blocking pool hold the store a little longer.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.store_ref.strong_count() > 0 && tokio::time::Instant::now() < deadline {
@@ -212,6 +244,149 @@ impl Member {
         } else {
             info!("store closed");
         }
+    }
+}
+
+/// Starts this member's raft over the store (log, vote and state machine in one RocksDB).
+async fn start_raft(
+    config: &Config,
+    identity: &Identity,
+    store: &Arc<Store>,
+    applier: &Arc<Applier>,
+    hub: &Arc<WatchHub>,
+    lessor: &Arc<Lessor>,
+) -> Result<Raft, StartError> {
+    let election_ms = config.election_timeout.as_millis() as u64;
+    let raft_config = openraft::Config {
+        cluster_name: config.initial_cluster_token.clone(),
+        heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        install_snapshot_timeout: election_ms.max(1000),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        // etcd keeps this many entries after a snapshot for slow followers to catch up from.
+        max_in_snapshot_log_to_keep: 5000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let on_install = {
+        let (store, lessor, hub) = (store.clone(), lessor.clone(), hub.clone());
+        Arc::new(move || match (store.leases(), store.leased_keys(), store.current_revision()) {
+            (Ok(leases), Ok(keys), Ok(rev)) => {
+                lessor.reset(leases, keys);
+                hub.resync_all(rev);
+            }
+            _ => error!("cannot reload leases after a snapshot"),
+        }) as Arc<dyn Fn() + Send + Sync>
+    };
+    let snap_dir = config.data_dir.join("snap");
+    let state_machine =
+        StateMachine::new(applier.clone(), snap_dir, on_install).map_err(StartError::Thread)?;
+    let network = Network { self_id: identity.member_id };
+    Raft::new(identity.member_id, Arc::new(raft_config), network, LogStore::new(store.clone()), state_machine)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+async fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<bool>, what: &'static str) {
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        conn.and_then(|s| {
+            s.set_nodelay(true)?;
+            Ok(s)
+        })
+    });
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let served = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(7200)))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(e) = served {
+        error!(error = %e, server = what, "server stopped with an error");
+    }
+}
+
+/// Follows elections: the term on watch responses, and lease deadlines renewed when this
+/// member becomes the leader (etcd's `Promote`).
+async fn follow_leadership(state: Arc<MemberState>, mut stop: watch::Receiver<bool>) {
+    let mut metrics = state.node.raft.metrics();
+    let mut was_leader = false;
+    loop {
+        let (term, leader) = {
+            let m = metrics.borrow_and_update();
+            (crate::raft::node::etcd_term(m.current_term), m.state == openraft::ServerState::Leader)
+        };
+        state.hub.set_term(term);
+        if leader && !was_leader {
+            info!(term, "became the leader; lease deadlines renewed");
+            state.lessor.promote();
+        }
+        was_leader = leader;
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Publishes this member's name and client URLs through the log (etcd's `publish`), retrying
+/// until the cluster has a leader to take it.
+async fn publish(state: &MemberState) {
+    let attrs = rkv_proto::rkvpb::MemberAttributes {
+        member_id: state.identity.member_id,
+        name: state.config.name.clone(),
+        client_urls: state.config.advertise_client_urls.clone(),
+    };
+    let key = crate::apply::member_key(attrs.member_id);
+    let current = state.store.cluster_get(&key).ok().flatten();
+    if current.as_deref() == Some(prost::Message::encode_to_vec(&attrs).as_slice()) {
+        return;
+    }
+    loop {
+        match state.node.propose(Command::Publish(attrs.clone())).await {
+            Ok(_) => {
+                info!("published this member's name and client URLs");
+                return;
+            }
+            Err(e) => warn!(error = %e, "cannot publish member attributes yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+impl MemberState {
+    /// The cluster's members as etcd lists them, sorted by ID: peer URLs from the raft
+    /// membership, name and client URLs as each member published them.
+    pub fn members(&self) -> Result<Vec<rkv_proto::etcdserverpb::Member>, ServerError> {
+        let published: std::collections::HashMap<u64, rkv_proto::rkvpb::MemberAttributes> = self
+            .store
+            .cluster_scan(CLUSTER_MEMBER_PREFIX)?
+            .into_iter()
+            .filter_map(|(_, v)| prost::Message::decode(v.as_slice()).ok())
+            .map(|a: rkv_proto::rkvpb::MemberAttributes| (a.member_id, a))
+            .collect();
+        let metrics = self.node.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let mut members: Vec<_> = membership
+            .nodes()
+            .map(|(id, node)| {
+                let attrs = published.get(id);
+                rkv_proto::etcdserverpb::Member {
+                    id: *id,
+                    name: attrs.map(|a| a.name.clone()).unwrap_or_else(|| node.name.clone()),
+                    peer_ur_ls: node.peer_urls.clone(),
+                    client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
+                    is_learner: !voters.contains(id),
+                }
+            })
+            .collect();
+        members.sort_by_key(|m| m.id);
+        Ok(members)
     }
 }
 

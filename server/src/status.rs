@@ -8,7 +8,13 @@ use crate::error::ServerError;
 
 impl From<ServerError> for Status {
     fn from(e: ServerError) -> Self {
-        let (code, msg): (Code, String) = match &e {
+        Status::from(&e)
+    }
+}
+
+impl From<&ServerError> for Status {
+    fn from(e: &ServerError) -> Self {
+        let (code, msg): (Code, String) = match e {
             ServerError::EmptyKey => (Code::InvalidArgument, "etcdserver: key is not provided".into()),
             ServerError::KeyNotFound => (Code::InvalidArgument, "etcdserver: key not found".into()),
             ServerError::ValueProvided => (Code::InvalidArgument, "etcdserver: value is provided".into()),
@@ -48,6 +54,10 @@ impl From<ServerError> for Status {
             ServerError::Storage(StorageError::FutureRevision) => {
                 (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into())
             }
+            ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader".into()),
+            ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out".into()),
+            ServerError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed".into()),
+            ServerError::Remote(status) => return status.clone(),
             ServerError::Storage(other) => {
                 tracing::error!(error = %other, "storage error");
                 (Code::Internal, format!("etcdserver: {other}"))

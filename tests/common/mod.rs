@@ -54,6 +54,7 @@ pub trait Server {
 pub struct Rkv {
     pub child: Option<Child>,
     pub port: u16,
+    pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub extra_args: Vec<String>,
@@ -71,18 +72,30 @@ impl Rkv {
     }
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Rkv {
-        let mut rkv = Rkv {
-            child: None,
-            port: free_port(),
-            data_dir: dir.join("data"),
-            log: dir.join("rkv.log"),
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        };
+        let mut rkv = Rkv::new(dir, extra);
         rkv.spawn();
         rkv
     }
 
+    /// An rkv not started yet (see `launch` and `wait_ready`).
+    pub fn new(dir: &Path, extra: &[&str]) -> Rkv {
+        Rkv {
+            child: None,
+            port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join("data"),
+            log: dir.join("rkv.log"),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     fn spawn(&mut self) {
+        let offset = self.launch();
+        self.wait_ready(offset);
+    }
+
+    /// Starts the process without waiting; returns where its log starts (for `wait_ready`).
+    pub fn launch(&mut self) -> u64 {
         let url = format!("http://127.0.0.1:{}", self.port);
         let log = fs::OpenOptions::new()
             .create(true)
@@ -91,16 +104,25 @@ impl Rkv {
             .unwrap_or_else(|e| panic!("log file: {e}"));
         // Each start appends to the log: remember where this one begins.
         let offset = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rkv"))
+        let child = Command::new(env!("CARGO_BIN_EXE_rkv"))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg(format!("--listen-client-urls={url}"))
             .arg(format!("--advertise-client-urls={url}"))
+            .args(self.default_peer_listener())
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn rkv: {e}"));
+        self.child = Some(child);
+        offset
+    }
+
+    /// Waits for the "ready" line logged after `offset` (members of a new cluster become ready
+    /// together, once they have a leader).
+    pub fn wait_ready(&mut self, offset: u64) {
+        let child = self.child.as_mut().unwrap_or_else(|| panic!("rkv is not running"));
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let log = fs::read(&self.log).unwrap_or_default();
@@ -114,7 +136,14 @@ impl Rkv {
             assert!(Instant::now() < deadline, "rkv not ready within {START_TIMEOUT:?}:\n{fresh}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
+    }
+
+    /// A free peer port unless the test chose its peer URLs (many members run side by side).
+    fn default_peer_listener(&self) -> Vec<String> {
+        if self.extra_args.iter().any(|a| a.starts_with("--listen-peer-urls")) {
+            return Vec::new();
+        }
+        vec![format!("--listen-peer-urls=http://127.0.0.1:{}", self.peer_port)]
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -300,4 +329,5 @@ pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
         .await
         .unwrap_or_else(|e| panic!("connect {}: {e}", server.url()))
 }
+pub mod cluster;
 pub mod watch;

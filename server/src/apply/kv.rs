@@ -255,6 +255,14 @@ pub fn is_txn_read_only(t: &TxnRequest) -> bool {
     })
 }
 
+/// etcd's `isTxnSerializable`: every op is a serializable range (then no ReadIndex is needed).
+pub fn is_txn_serializable(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(&op.request, Some(Request::RequestRange(r)) if r.serializable))
+}
+
 /// etcd's `checkRequests` over the taken path: put checks (write txns) then range revisions.
 pub fn check_txn_requests(
     view: &impl KvRead,

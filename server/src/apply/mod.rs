@@ -1,10 +1,10 @@
-//! The apply layer: where requests change the store, one at a time, in order.
+//! The apply layer: where committed commands change the store, in log order, on every member.
 //!
-//! Writes are proposals sent to a single apply thread. It takes every proposal queued at that
-//! moment (up to `MAX_BATCH`), applies them in order into one storage batch and commits it with
-//! one fsync; only then are the proposers answered (group commit: one fsync for many writes,
-//! no acknowledgement before it). When replication lands, the same apply runs on committed log
-//! entries and the sync moves to the raft log.
+//! The raft state machine hands over every entry committed since the last call; `apply_batch`
+//! applies them in order into one storage batch, commits it with the applied log position, then
+//! tells the watch hub. The batch is written without its own fsync: the raft log, fsynced
+//! before an entry can commit, is the durable record, and a replay after a crash re-applies
+//! from the stored position.
 
 pub mod check;
 pub mod kv;
@@ -17,8 +17,9 @@ use rkv_proto::etcdserverpb::{
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
-use rkv_storage::{AppliedIndex, Durability, ScheduledCompaction, Store, Writer};
-use tokio::sync::{mpsc, oneshot};
+use rkv_proto::rkvpb::MemberAttributes;
+use rkv_storage::{AppliedIndex, Durability, ScheduledCompaction, StorageError, Store, Writer};
+use tokio::sync::watch;
 use tracing::{debug, error};
 
 use crate::error::{Result, ServerError};
@@ -26,12 +27,11 @@ use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::watch::WatchHub;
 use kv::LeaseLookup;
 
-/// Most proposals applied in one batch (one fsync).
-const MAX_BATCH: usize = 256;
-/// Proposals waiting for the apply thread before proposers wait for room.
-const QUEUE_DEPTH: usize = 4096;
+/// Where the server layer keeps its own applied state in the store's `cluster` space.
+pub const CLUSTER_RAFT_APPLIED: &[u8] = b"raft/applied";
+pub const CLUSTER_MEMBER_PREFIX: &[u8] = b"member/";
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Command {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
@@ -40,6 +40,22 @@ pub enum Command {
     /// A grant with its ID already chosen (the same on every member that applies it).
     LeaseGrant(LeaseGrantRequest),
     LeaseRevoke(LeaseRevokeRequest),
+    /// A member's name and client URLs (etcd publishes them through raft once it serves).
+    Publish(MemberAttributes),
+}
+
+impl Command {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Put(_) => "put",
+            Command::DeleteRange(_) => "delete_range",
+            Command::Txn(_) => "txn",
+            Command::Compact(_) => "compact",
+            Command::LeaseGrant(_) => "lease_grant",
+            Command::LeaseRevoke(_) => "lease_revoke",
+            Command::Publish(_) => "publish",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -50,172 +66,113 @@ pub enum CommandResponse {
     Compact(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// A command without a client-visible result (publish, or a raft entry with no command).
+    Done,
 }
 
-struct Proposal {
-    command: Command,
-    reply: oneshot::Sender<Result<CommandResponse>>,
-}
-
-/// The handle proposers use; cloning it is cheap.
-#[derive(Clone)]
+/// What applying needs: the store, and who hears about applied changes.
 pub struct Applier {
-    tx: mpsc::Sender<Proposal>,
-}
-
-impl Applier {
-    /// Starts the apply thread over `store`. It ends when every `Applier` clone is dropped.
-    pub fn start(
-        store: Arc<Store>,
-        hub: Arc<WatchHub>,
-        lessor: Arc<Lessor>,
-        term: u64,
-    ) -> std::io::Result<(Self, thread::JoinHandle<()>)> {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let handle = thread::Builder::new()
-            .name("rkv-apply".into())
-            .spawn(move || apply_loop(store, hub, lessor, rx, term))?;
-        Ok((Self { tx }, handle))
-    }
-
-    /// Proposes a write and waits until it is applied and durable.
-    pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Proposal { command, reply }).await.map_err(|_| ServerError::Stopped)?;
-        rx.await.map_err(|_| ServerError::Stopped)?
-    }
-}
-
-/// A result whose reply waits for a physical compaction.
-struct Pending {
-    reply: oneshot::Sender<Result<CommandResponse>>,
-    result: Result<CommandResponse>,
-    compaction: Option<(ScheduledCompaction, bool)>,
-}
-
-fn apply_loop(
     store: Arc<Store>,
     hub: Arc<WatchHub>,
     lessor: Arc<Lessor>,
-    mut rx: mpsc::Receiver<Proposal>,
-    term: u64,
-) {
-    let mut applied = match store.applied_index() {
-        Ok(a) => a.index,
-        Err(e) => {
-            error!(error = %e, "cannot read the applied index; apply stops");
-            return;
-        }
-    };
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let mut writer = match store.writer() {
-            Ok(w) => w,
-            Err(e) => {
-                fail_all(batch, &e.to_string());
-                continue;
-            }
-        };
-        let captured_prev = hub.wants_prev_kv();
+    /// The newest revision whose physical compaction has finished on this member.
+    compacted: watch::Sender<i64>,
+}
+
+/// The key under which a member's published attributes are stored.
+pub fn member_key(member_id: u64) -> Vec<u8> {
+    let mut key = CLUSTER_MEMBER_PREFIX.to_vec();
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key
+}
+
+impl Applier {
+    pub fn new(store: Arc<Store>, hub: Arc<WatchHub>, lessor: Arc<Lessor>) -> Self {
+        let finished = store.compacted_revision().unwrap_or(rkv_storage::NEVER_COMPACTED);
+        Self { store, hub, lessor, compacted: watch::channel(finished).0 }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Waits until this member has physically compacted up to `rev` (a `physical` Compact).
+    pub async fn wait_compacted(&self, rev: i64) -> Result<()> {
+        let mut rx = self.compacted.subscribe();
+        rx.wait_for(|done| *done >= rev).await.map_err(|_| ServerError::Stopped)?;
+        Ok(())
+    }
+
+    /// Applies a batch of committed entries (None: an entry without a command, such as a
+    /// membership change) in one storage batch, recording `applied` and the opaque raft state.
+    /// An error means the member cannot go on: the store refuses further writes.
+    pub fn apply_batch(
+        &self,
+        commands: &[Option<Command>],
+        applied: AppliedIndex,
+        raft_state: &[u8],
+    ) -> Result<Vec<Option<Result<CommandResponse>>>, StorageError> {
+        let mut writer = self.store.writer()?;
+        let captured_prev = self.hub.wants_prev_kv();
         writer.capture_prev_kv(captured_prev);
-        let mut pending = Vec::with_capacity(batch.len());
-        let mut broken = None;
-        for proposal in batch {
-            let before = writer.events().len();
-            let applied_cmd = apply_command(&mut writer, &lessor, &proposal.command);
-            lessor.track(&writer.events()[before..]);
-            if let (Command::LeaseRevoke(r), Ok(_)) = (&proposal.command, &applied_cmd) {
-                lessor.revoke(r.id);
-            }
-            let (result, compaction) = match applied_cmd {
-                Ok((resp, compaction)) => (Ok(resp), compaction),
-                Err(ServerError::Storage(e)) if !is_client_error(&e) => {
-                    broken = Some(e.to_string());
-                    (Err(ServerError::Stopped), None)
-                }
-                Err(e) => (Err(e), None),
+        let mut results = Vec::with_capacity(commands.len());
+        let mut compactions = Vec::new();
+        for command in commands {
+            let Some(command) = command else {
+                results.push(None);
+                continue;
             };
-            pending.push(Pending { reply: proposal.reply, result, compaction });
-            if broken.is_some() {
-                break;
+            let before = writer.events().len();
+            let outcome = apply_command(&mut writer, &self.lessor, command);
+            self.lessor.track(&writer.events()[before..]);
+            if let (Command::LeaseRevoke(r), Ok(_)) = (command, &outcome) {
+                self.lessor.revoke(r.id);
             }
-        }
-        if let Some(reason) = broken {
-            error!(%reason, "apply failed; the member stops serving writes");
-            drop(writer);
-            for p in pending {
-                let _ = p.reply.send(Err(ServerError::Stopped));
-            }
-            return;
-        }
-        applied += 1;
-        match writer.commit(AppliedIndex { term, index: applied }, Durability::Sync) {
-            Ok(committed) => {
-                debug!(rev = committed.current_rev, writes = pending.len(), "applied batch");
-                hub.notify(committed.current_rev, &committed.events, captured_prev);
-                for p in pending {
-                    finish(&store, p);
+            let result = match outcome {
+                Ok((resp, compaction)) => {
+                    compactions.extend(compaction);
+                    Ok(resp)
                 }
-            }
-            Err(e) => {
-                error!(error = %e, "commit failed; the member stops serving writes");
-                for p in pending {
-                    let _ = p.reply.send(Err(ServerError::Stopped));
+                Err(ServerError::Storage(e)) if !is_client_error(&e) => return Err(e),
+                Err(e) => Err(e),
+            };
+            results.push(Some(result));
+        }
+        writer.put_cluster(CLUSTER_RAFT_APPLIED, raft_state)?;
+        let committed = writer.commit(applied, Durability::Buffered)?;
+        debug!(rev = committed.current_rev, entries = commands.len(), "applied batch");
+        self.hub.notify(committed.current_rev, &committed.events, captured_prev);
+        for scheduled in compactions {
+            self.compact_in_background(scheduled);
+        }
+        Ok(results)
+    }
+
+    /// Deletes compacted history off the apply path; `wait_compacted` hears when it is done.
+    fn compact_in_background(&self, scheduled: ScheduledCompaction) {
+        let store = Arc::clone(&self.store);
+        let compacted = self.compacted.clone();
+        let spawned = thread::Builder::new().name("rkv-compact".into()).spawn(move || {
+            match store.finish_compaction(&scheduled) {
+                Ok(()) => {
+                    compacted.send_modify(|done| *done = (*done).max(scheduled.rev));
                 }
-                return;
+                Err(e) => error!(error = %e, rev = scheduled.rev, "physical compaction failed"),
             }
+        });
+        if let Err(e) = spawned {
+            error!(error = %e, "cannot start the compaction thread");
         }
     }
 }
 
-fn is_client_error(e: &rkv_storage::StorageError) -> bool {
-    matches!(e, rkv_storage::StorageError::Compacted | rkv_storage::StorageError::FutureRevision)
+fn is_client_error(e: &StorageError) -> bool {
+    matches!(e, StorageError::Compacted | StorageError::FutureRevision)
 }
 
-fn fail_all(batch: Vec<Proposal>, reason: &str) {
-    error!(%reason, "cannot start a write batch");
-    for p in batch {
-        let _ = p.reply.send(Err(ServerError::Stopped));
-    }
-}
+type Outcome = (CommandResponse, Option<ScheduledCompaction>);
 
-/// Answers a proposal whose batch is durable; a physical compaction answers when it is done.
-fn finish(store: &Arc<Store>, p: Pending) {
-    let Pending { reply, result, compaction } = p;
-    let Some((scheduled, physical)) = compaction else {
-        let _ = reply.send(result);
-        return;
-    };
-    let store = Arc::clone(store);
-    let reply = if physical {
-        Some((reply, result))
-    } else {
-        let _ = reply.send(result);
-        None
-    };
-    let spawned = thread::Builder::new().name("rkv-compact".into()).spawn(move || {
-        let done = store.finish_compaction(&scheduled);
-        if let Err(e) = &done {
-            error!(error = %e, rev = scheduled.rev, "physical compaction failed");
-        }
-        if let Some((reply, result)) = reply {
-            let _ = reply.send(done.map_err(ServerError::from).and(result));
-        }
-    });
-    if let Err(e) = spawned {
-        error!(error = %e, "cannot start the compaction thread");
-    }
-}
-
-type Applied = (CommandResponse, Option<(ScheduledCompaction, bool)>);
-
-fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) -> Result<Applied> {
+fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) -> Result<Outcome> {
     match command {
         Command::Put(p) => {
             // A top-level put looks its lease up first, then its previous value (etcd's
@@ -258,7 +215,7 @@ fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) ->
             let resp = CompactionResponse {
                 header: Some(ResponseHeader { revision: writer.rev(), ..Default::default() }),
             };
-            Ok((CommandResponse::Compact(resp), Some((scheduled, c.physical))))
+            Ok((CommandResponse::Compact(resp), Some(scheduled)))
         }
         Command::LeaseGrant(g) => {
             if g.ttl > MAX_LEASE_TTL {
@@ -295,6 +252,10 @@ fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) ->
             writer.delete_lease(r.id)?;
             let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
             Ok((CommandResponse::LeaseRevoke(LeaseRevokeResponse { header }), None))
+        }
+        Command::Publish(attrs) => {
+            writer.put_cluster(&member_key(attrs.member_id), &prost::Message::encode_to_vec(attrs))?;
+            Ok((CommandResponse::Done, None))
         }
     }
 }

@@ -2,9 +2,9 @@
 //! changes answer `Unimplemented` until replication lands.
 
 use rkv_proto::etcdserverpb::{
-    cluster_server::Cluster, Member, MemberAddRequest, MemberAddResponse, MemberListRequest,
-    MemberListResponse, MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest,
-    MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    cluster_server::Cluster, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -48,23 +48,13 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        let config = &self.shared.config;
-        let mut resp = MemberListResponse {
-            header: None,
-            members: vec![Member {
-                id: self.shared.identity.member_id,
-                name: config.name.clone(),
-                peer_ur_ls: config.initial_advertise_peer_urls.clone(),
-                client_ur_ls: config.advertise_client_urls.clone(),
-                is_learner: false,
-            }],
-        };
+        let mut resp = MemberListResponse { header: None, members: self.shared.members()? };
         // etcd's cluster service header carries no revision (it is not a KV response).
         resp.header = Some(rkv_proto::etcdserverpb::ResponseHeader {
             cluster_id: self.shared.identity.cluster_id,
             member_id: self.shared.identity.member_id,
             revision: 0,
-            raft_term: self.shared.term,
+            raft_term: self.shared.node.term(),
         });
         Ok(Response::new(resp))
     }

@@ -33,7 +33,7 @@ impl KvService {
     }
 
     async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
-        self.shared.applier.propose(command).await.map_err(Status::from)
+        self.shared.node.propose(command).await.map_err(Status::from)
     }
 
     fn check_quota(&self) -> Result<(), Status> {
@@ -55,8 +55,9 @@ impl Kv for KvService {
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_range_request(&r)?;
-        // One member: a linearizable read is a read of the applied state, which already holds
-        // every acknowledged write.
+        if !r.serializable {
+            self.shared.node.linearizable_barrier().await?;
+        }
         let mut resp = self.read(move |store| kv::range(&store.read_view()?, &r)).await?;
         self.shared.fill_header(&mut resp.header);
         Ok(Response::new(resp))
@@ -95,6 +96,9 @@ impl Kv for KvService {
         self.shared.check_message_size(&r)?;
         check::check_txn(&r, self.shared.config.max_txn_ops)?;
         let mut resp = if kv::is_txn_read_only(&r) {
+            if !kv::is_txn_serializable(&r) {
+                self.shared.node.linearizable_barrier().await?;
+            }
             let lessor = self.shared.lessor.clone();
             self.read(move |store| {
                 let mut view = store.read_view()?;
@@ -124,9 +128,14 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
+        let (rev, physical) = (r.revision, r.physical);
         let CommandResponse::Compact(mut resp) = self.propose(Command::Compact(r)).await? else {
             return Err(unexpected());
         };
+        if physical {
+            // etcd answers a physical compaction once this member has deleted the history.
+            self.shared.applier.wait_compacted(rev).await?;
+        }
         self.shared.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }

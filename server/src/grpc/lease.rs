@@ -56,8 +56,7 @@ impl Lease for LeaseService {
         if r.id == 0 {
             r.id = self.new_id();
         }
-        let CommandResponse::LeaseGrant(mut resp) =
-            self.shared.applier.propose(Command::LeaseGrant(r)).await?
+        let CommandResponse::LeaseGrant(mut resp) = self.shared.node.propose(Command::LeaseGrant(r)).await?
         else {
             return Err(ServerError::UnexpectedResponse.into());
         };
@@ -71,7 +70,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let r = request.into_inner();
         let CommandResponse::LeaseRevoke(mut resp) =
-            self.shared.applier.propose(Command::LeaseRevoke(r)).await?
+            self.shared.node.propose(Command::LeaseRevoke(r)).await?
         else {
             return Err(ServerError::UnexpectedResponse.into());
         };
@@ -90,11 +89,8 @@ impl Lease for LeaseService {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Some(Ok(req)) = inbound.next().await {
-                // etcd answers an unknown or expired lease with TTL 0.
-                let ttl = shared.lessor.renew(req.id).unwrap_or(0);
-                let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
-                shared.fill_header(&mut resp.header);
-                if tx.send(Ok(resp)).await.is_err() {
+                let resp = keep_alive(&shared, req).await;
+                if tx.send(resp).await.is_err() {
                     return;
                 }
             }
@@ -107,21 +103,13 @@ impl Lease for LeaseService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let r = request.into_inner();
-        let mut resp = match self.shared.lessor.time_to_live(r.id, r.keys) {
-            Some(t) => LeaseTimeToLiveResponse {
-                header: None,
-                id: r.id,
-                ttl: t.remaining,
-                granted_ttl: t.granted,
-                keys: t.keys,
-            },
-            // etcd: a lease that does not exist (any more) has TTL -1.
-            None => {
-                LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: Vec::new() }
-            }
-        };
-        self.shared.fill_header(&mut resp.header);
-        Ok(Response::new(resp))
+        // The leader alone knows how much of a lease's TTL is left.
+        if let Some(mut leader) = self.shared.node.leader_client().await? {
+            let mut resp = leader.lease_time_to_live(r).await?.into_inner();
+            self.shared.fill_header(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        Ok(Response::new(time_to_live(&self.shared, r)))
     }
 
     async fn lease_leases(
@@ -135,7 +123,38 @@ impl Lease for LeaseService {
     }
 }
 
-/// Revokes expired leases through the applier, as etcd's leader does, checking twice a second
+/// Renews a lease on the leader (etcd forwards keep-alives there: it alone expires leases).
+async fn keep_alive(shared: &Shared, req: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse, Status> {
+    if let Some(mut leader) = shared.node.leader_client().await? {
+        let mut resp = leader.lease_keep_alive(req).await?.into_inner();
+        shared.fill_header(&mut resp.header);
+        return Ok(resp);
+    }
+    // etcd answers an unknown or expired lease with TTL 0.
+    let ttl = shared.lessor.renew(req.id).unwrap_or(0);
+    let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
+    shared.fill_header(&mut resp.header);
+    Ok(resp)
+}
+
+/// LeaseTimeToLive from this member's lessor.
+pub fn time_to_live(shared: &Shared, r: LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+    let mut resp = match shared.lessor.time_to_live(r.id, r.keys) {
+        Some(t) => LeaseTimeToLiveResponse {
+            header: None,
+            id: r.id,
+            ttl: t.remaining,
+            granted_ttl: t.granted,
+            keys: t.keys,
+        },
+        // etcd: a lease that does not exist (any more) has TTL -1.
+        None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
+    };
+    shared.fill_header(&mut resp.header);
+    resp
+}
+
+/// Revokes expired leases through the log, as etcd's leader does, checking twice a second
 /// so that keys go within about a second of their TTL.
 pub async fn expire_leases(shared: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
@@ -144,9 +163,12 @@ pub async fn expire_leases(shared: Shared, mut stop: tokio::sync::watch::Receive
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
+        if !shared.node.is_leader() {
+            continue;
+        }
         for id in shared.lessor.expired() {
             let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
-            match shared.applier.propose(revoke).await {
+            match shared.node.propose(revoke).await {
                 Ok(_) => tracing::info!(lease = %format!("{id:016x}"), "lease expired and revoked"),
                 Err(ServerError::LeaseNotFound) => {}
                 Err(e) => tracing::warn!(lease = id, error = %e, "cannot revoke an expired lease"),

@@ -46,18 +46,25 @@ impl Maintenance for MaintenanceService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let store = &self.shared.store;
         let (db_size, in_use) = store.db_size().map_err(ServerError::from)?;
-        let applied = store.applied_index().map_err(ServerError::from)?;
+        let node = &self.shared.node;
+        let metrics = node.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader.unwrap_or(0);
+        let mut errors = Vec::new();
+        if leader == 0 {
+            errors.push(Status::from(ServerError::NoLeader).message().to_string());
+        }
+        let is_learner = !metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
         let mut resp = StatusResponse {
             header: None,
             version: ETCD_API_VERSION.to_string(),
             db_size: db_size as i64,
-            leader: self.shared.identity.member_id,
-            raft_index: applied.index,
-            raft_term: self.shared.term,
-            raft_applied_index: applied.index,
-            errors: Vec::new(),
+            leader,
+            raft_index: metrics.last_log_index.unwrap_or(0),
+            raft_term: crate::raft::node::etcd_term(metrics.current_term),
+            raft_applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            errors,
             db_size_in_use: in_use as i64,
-            is_learner: false,
+            is_learner,
             storage_version: String::new(),
             db_size_quota: self.shared.config.quota_backend_bytes as i64,
             downgrade_info: None,

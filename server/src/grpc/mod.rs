@@ -1,5 +1,5 @@
 //! The gRPC services of the etcd v3 API. Each handler validates like etcd's `v3rpc` layer,
-//! then reads the store or proposes to the applier, and fills the response header.
+//! then reads the store or proposes through raft, and fills the response header.
 //! Services not implemented yet (Auth) are not registered: clients get
 //! `Unimplemented`, as from an etcd built without them.
 
@@ -25,7 +25,7 @@ impl MemberState {
         let h = header.get_or_insert_with(ResponseHeader::default);
         h.cluster_id = self.identity.cluster_id;
         h.member_id = self.identity.member_id;
-        h.raft_term = self.term;
+        h.raft_term = self.node.term();
         if h.revision == 0 {
             h.revision = self.store.current_revision().unwrap_or(0);
         }

@@ -124,6 +124,8 @@ pub struct WatchHub {
     /// Above this size a response is split for watchers that asked for fragments.
     pub max_response_bytes: usize,
     header: ResponseHeader,
+    /// The raft term responses report; it moves with elections.
+    term: std::sync::atomic::AtomicU64,
     inner: Mutex<HubInner>,
     prev_kv_watchers: AtomicUsize,
 }
@@ -139,6 +141,7 @@ impl WatchHub {
         Ok(Arc::new(Self {
             store,
             max_response_bytes,
+            term: std::sync::atomic::AtomicU64::new(header.raft_term),
             header,
             inner: Mutex::new(HubInner {
                 current_rev,
@@ -156,7 +159,33 @@ impl WatchHub {
     }
 
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
-        Some(ResponseHeader { revision, ..self.header })
+        let raft_term = self.term.load(Ordering::Relaxed);
+        Some(ResponseHeader { revision, raft_term, ..self.header })
+    }
+
+    pub fn set_term(&self, term: u64) {
+        self.term.store(term, Ordering::Relaxed);
+    }
+
+    /// After the store was replaced by a snapshot: every watcher catches up from the new
+    /// history (or is told that what it needs was compacted).
+    pub fn resync_all(&self, current_rev: i64) {
+        let mut inner = self.lock();
+        inner.current_rev = current_rev;
+        let HubInner { streams, watchers, .. } = &mut *inner;
+        let mut wake = Vec::new();
+        for ((stream, _), w) in watchers.iter_mut() {
+            if w.active && w.synced {
+                w.synced = false;
+                if let Some(s) = streams.get(stream) {
+                    wake.push(s.syncer.clone());
+                }
+            }
+        }
+        drop(inner);
+        for s in wake {
+            s.notify_one();
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {

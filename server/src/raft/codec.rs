@@ -1,0 +1,125 @@
+//! Encodings of what crosses the log and the peer links: commands and results as protobuf
+//! (rkvpb), openraft's own messages as postcard (compact serde).
+
+use prost::Message;
+use rkv_proto::rkvpb::{raft_command, raft_result, Empty, ErrorStatus, RaftCommand, RaftResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::apply::{Command, CommandResponse};
+use crate::error::ServerError;
+
+pub fn encode_command(command: &Command) -> Vec<u8> {
+    command_to_proto(command).encode_to_vec()
+}
+
+pub fn command_to_proto(command: &Command) -> RaftCommand {
+    use raft_command::Command as C;
+    let c = match command.clone() {
+        Command::Put(r) => C::Put(r),
+        Command::DeleteRange(r) => C::DeleteRange(r),
+        Command::Txn(r) => C::Txn(r),
+        Command::Compact(r) => C::Compaction(r),
+        Command::LeaseGrant(r) => C::LeaseGrant(r),
+        Command::LeaseRevoke(r) => C::LeaseRevoke(r),
+        Command::Publish(r) => C::Publish(r),
+    };
+    RaftCommand { command: Some(c) }
+}
+
+pub fn decode_command(bytes: &[u8]) -> Result<Command, String> {
+    command_from_proto(RaftCommand::decode(bytes).map_err(|e| format!("bad raft command: {e}"))?)
+}
+
+pub fn command_from_proto(msg: RaftCommand) -> Result<Command, String> {
+    use raft_command::Command as C;
+    Ok(match msg.command.ok_or("empty raft command")? {
+        C::Put(r) => Command::Put(r),
+        C::DeleteRange(r) => Command::DeleteRange(r),
+        C::Txn(r) => Command::Txn(r),
+        C::Compaction(r) => Command::Compact(r),
+        C::LeaseGrant(r) => Command::LeaseGrant(r),
+        C::LeaseRevoke(r) => Command::LeaseRevoke(r),
+        C::Publish(r) => Command::Publish(r),
+    })
+}
+
+pub fn result_to_proto(result: &Result<CommandResponse, ServerError>) -> RaftResult {
+    use raft_result::Result as R;
+    let r = match result {
+        Ok(CommandResponse::Put(r)) => R::Put(r.clone()),
+        Ok(CommandResponse::DeleteRange(r)) => R::DeleteRange(r.clone()),
+        Ok(CommandResponse::Txn(r)) => R::Txn(r.clone()),
+        Ok(CommandResponse::Compact(r)) => R::Compaction(*r),
+        Ok(CommandResponse::LeaseGrant(r)) => R::LeaseGrant(r.clone()),
+        Ok(CommandResponse::LeaseRevoke(r)) => R::LeaseRevoke(*r),
+        Ok(CommandResponse::Done) => R::Done(Empty {}),
+        Err(e) => {
+            let status = tonic::Status::from(e);
+            R::Error(ErrorStatus { code: status.code() as i32, message: status.message().to_string() })
+        }
+    };
+    RaftResult { result: Some(r), log_index: 0 }
+}
+
+/// The result a leader sent back; its errors arrive as the gRPC status to answer with.
+pub fn result_from_proto(msg: RaftResult) -> Result<Result<CommandResponse, ServerError>, String> {
+    use raft_result::Result as R;
+    Ok(match msg.result.ok_or("empty raft result")? {
+        R::Put(r) => Ok(CommandResponse::Put(r)),
+        R::DeleteRange(r) => Ok(CommandResponse::DeleteRange(r)),
+        R::Txn(r) => Ok(CommandResponse::Txn(r)),
+        R::Compaction(r) => Ok(CommandResponse::Compact(r)),
+        R::LeaseGrant(r) => Ok(CommandResponse::LeaseGrant(r)),
+        R::LeaseRevoke(r) => Ok(CommandResponse::LeaseRevoke(r)),
+        R::Done(_) => Ok(CommandResponse::Done),
+        R::Error(e) => Err(ServerError::Remote(tonic::Status::new(tonic::Code::from(e.code), e.message))),
+    })
+}
+
+pub fn encode_result(result: &Result<CommandResponse, ServerError>) -> Vec<u8> {
+    result_to_proto(result).encode_to_vec()
+}
+
+pub fn decode_result(bytes: &[u8]) -> Result<Result<CommandResponse, ServerError>, String> {
+    result_from_proto(RaftResult::decode(bytes).map_err(|e| format!("bad raft result: {e}"))?)
+}
+
+/// Accepts bytes however a serde format hands them over.
+pub struct BytesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(b) = seq.next_element()? {
+            out.push(b);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode or decode a raft message: {0}")]
+pub struct CodecError(#[from] postcard::Error);
+
+pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(postcard::to_allocvec(value)?)
+}
+
+pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    Ok(postcard::from_bytes(bytes)?)
+}

@@ -1,0 +1,36 @@
+//! openraft's storage conformance suite over rkv's log store and state machine.
+
+use std::sync::Arc;
+
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+use rkv_proto::etcdserverpb::ResponseHeader;
+use rkv_storage::Store;
+
+use super::log_store::LogStore;
+use super::state_machine::StateMachine;
+use super::TypeConfig;
+use crate::apply::Applier;
+use crate::lease::Lessor;
+use crate::watch::WatchHub;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let fail = |e: String| super::serr::write(openraft::AnyError::error(e));
+        let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+        let store = Arc::new(Store::open(dir.path().join("db")).map_err(|e| fail(e.to_string()))?);
+        let hub = WatchHub::new(store.clone(), ResponseHeader::default(), 1 << 20)
+            .map_err(|e| fail(e.to_string()))?;
+        let applier = Arc::new(Applier::new(store.clone(), hub, Arc::new(Lessor::default())));
+        let sm = StateMachine::new(applier, dir.path().join("snap"), Arc::new(|| {}))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok((dir, LogStore::new(store), sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
+    Suite::test_all(Builder)
+}

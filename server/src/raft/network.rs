@@ -1,0 +1,137 @@
+//! The client half of the peer transport: openraft's RPCs to other members over gRPC, on
+//! their peer URLs. Messages are postcard-encoded openraft types inside `rkvpb.RaftMessage`.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::RPCTypes;
+use rkv_proto::rkvpb::peer_client::PeerClient;
+use rkv_proto::rkvpb::RaftMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec::{from_bytes, to_bytes};
+use super::{PeerNode, TypeConfig};
+
+/// The largest message a peer link carries (a batch of entries or a snapshot chunk).
+pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A lazily connected gRPC client for a member's first peer URL.
+pub fn peer_client(node: &PeerNode) -> Result<PeerClient<Channel>, String> {
+    let url = node.peer_urls.first().ok_or_else(|| format!("member {node} has no peer URL"))?;
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("bad peer URL {url}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5));
+    Ok(PeerClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MAX_PEER_MESSAGE)
+        .max_encoding_message_size(MAX_PEER_MESSAGE))
+}
+
+pub struct Network {
+    pub self_id: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &PeerNode) -> PeerLink {
+        PeerLink { self_id: self.self_id, target, client: peer_client(node) }
+    }
+}
+
+pub struct PeerLink {
+    self_id: u64,
+    target: u64,
+    client: Result<PeerClient<Channel>, String>,
+}
+
+type RpcResult<T, E> = Result<T, RPCError<u64, PeerNode, RaftError<u64, E>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct LinkError(String);
+
+impl PeerLink {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        kind: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&LinkError(e.clone())))),
+        };
+        let payload = to_bytes(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let msg = tonic::Request::new(RaftMessage { payload });
+        let ttl = option.hard_ttl();
+        let mut client = client;
+        let call = async {
+            match kind {
+                RPCTypes::AppendEntries => client.append_entries(msg).await,
+                RPCTypes::Vote => client.vote(msg).await,
+                RPCTypes::InstallSnapshot => client.install_snapshot(msg).await,
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Err(_) => {
+                return Err(RPCError::Timeout(Timeout {
+                    action: kind,
+                    id: self.self_id,
+                    target: self.target,
+                    timeout: ttl,
+                }))
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)))
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let decoded: Result<Resp, RaftError<u64, E>> =
+            from_bytes(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
+        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
+        self.call(RPCTypes::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,248 @@
+//! `RaftNode`: this member's raft, as the gRPC services use it. Writes are proposed on the
+//! leader (forwarded there from a follower), reads are made linearizable with ReadIndex, and
+//! every wait is bounded by etcd's request timeout with etcd's errors.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ServerState;
+use rkv_proto::rkvpb::peer_client::PeerClient;
+use rkv_proto::rkvpb::ReadIndexRequest;
+use tokio::time::{timeout_at, Instant};
+use tonic::transport::Channel;
+use tracing::debug;
+
+use super::codec::{command_to_proto, result_from_proto};
+use super::network::peer_client;
+use super::{PeerNode, Proposal, Raft};
+use crate::apply::{Command, CommandResponse};
+use crate::error::{Result, ServerError};
+
+/// etcd's term for an openraft term. etcd bootstraps a cluster in term 1 and elects its first
+/// leader in term 2; openraft initializes in term 0 and elects in term 1. After that both add
+/// one per election, so reporting openraft's term plus one gives the terms etcd users see.
+pub fn etcd_term(openraft_term: u64) -> u64 {
+    openraft_term + 1
+}
+
+/// Between attempts to reach a leader that could not take a proposal.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+pub struct RaftNode {
+    pub raft: Raft,
+    pub id: u64,
+    /// etcd's request timeout: 5s plus two election timeouts.
+    request_timeout: Duration,
+    clients: Mutex<HashMap<u64, (PeerNode, PeerClient<Channel>)>>,
+}
+
+/// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
+/// did not leave this member, or the receiver refused it as not the leader.
+fn never_sent(status: &tonic::Status) -> bool {
+    status.message().starts_with("Service was not ready")
+        || (status.code() == tonic::Code::FailedPrecondition && status.message() == super::peer::NOT_LEADER)
+}
+
+impl RaftNode {
+    pub fn new(raft: Raft, id: u64, election_timeout: Duration) -> Self {
+        Self {
+            raft,
+            id,
+            request_timeout: Duration::from_secs(5) + 2 * election_timeout,
+            clients: Mutex::default(),
+        }
+    }
+
+    /// The term as etcd reports it (see `etcd_term`).
+    pub fn term(&self) -> u64 {
+        etcd_term(self.raft.metrics().borrow().current_term)
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The raft index of the last log entry and of the last applied one.
+    pub fn indexes(&self) -> (u64, u64) {
+        let m = self.raft.metrics().borrow().clone();
+        (m.last_log_index.unwrap_or(0), m.last_applied.map(|l| l.index).unwrap_or(0))
+    }
+
+    fn client(&self, id: u64) -> Result<PeerClient<Channel>> {
+        let node = {
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics.membership_config.membership().get_node(&id).cloned().ok_or(ServerError::NoLeader)?
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, client)) = clients.get(&id) {
+            if *known == node {
+                return Ok(client.clone());
+            }
+        }
+        let client = peer_client(&node).map_err(|e| {
+            tracing::warn!(member = %format!("{id:x}"), error = %e, "cannot reach member");
+            ServerError::NoLeader
+        })?;
+        clients.insert(id, (node, client.clone()));
+        Ok(client)
+    }
+
+    /// Waits for a leader (possibly this member) until `deadline`.
+    async fn wait_leader(&self, deadline: Instant) -> Result<u64> {
+        let mut metrics = self.raft.metrics();
+        let found = timeout_at(deadline, async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Ok(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(ServerError::Stopped);
+                }
+            }
+        })
+        .await;
+        found.unwrap_or(Err(ServerError::NoLeader))
+    }
+
+    /// A client client for the leader, waiting for one to be elected.
+    pub async fn leader_client(&self) -> Result<Option<PeerClient<Channel>>> {
+        let deadline = Instant::now() + self.request_timeout;
+        let leader = self.wait_leader(deadline).await?;
+        if leader == self.id {
+            return Ok(None);
+        }
+        self.client(leader).map(Some)
+    }
+
+    /// Proposes a write and waits until it is committed and applied on this member.
+    pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let leader = self.wait_leader(deadline).await?;
+            if leader == self.id {
+                return self.propose_local(command, deadline).await.map(|(resp, _)| resp);
+            }
+            match self.forward(leader, &command, deadline).await {
+                Err(ForwardError::NotSent) => {
+                    // The leader is unreachable or no longer leads: give the election a moment
+                    // and try again.
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    if Instant::now() >= deadline {
+                        return Err(ServerError::Timeout);
+                    }
+                }
+                Err(ForwardError::Failed(e)) => return Err(e),
+                Ok(resp) => return Ok(resp),
+            }
+        }
+    }
+
+    /// On the leader: appends, waits for commit and apply. Returns the entry's log index.
+    pub async fn propose_local(&self, command: Command, deadline: Instant) -> Result<(CommandResponse, u64)> {
+        let written = timeout_at(deadline, self.raft.client_write(Proposal(command))).await;
+        match written {
+            Err(_) => Err(ServerError::Timeout),
+            Ok(Ok(resp)) => resp.data.0.map(|r| (r, resp.log_id.index)),
+            // Leadership moved after this member accepted the proposal: it may still commit,
+            // so it is not retried (etcd answers "leader changed" too).
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(ServerError::LeaderChanged)
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                tracing::error!(error = %e, "membership error on a data write");
+                Err(ServerError::UnexpectedResponse)
+            }
+            Ok(Err(RaftError::Fatal(e))) => {
+                tracing::error!(error = %e, "raft stopped");
+                Err(ServerError::Stopped)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: u64,
+        command: &Command,
+        deadline: Instant,
+    ) -> std::result::Result<CommandResponse, ForwardError> {
+        let mut client = self.client(leader).map_err(ForwardError::Failed)?;
+        let msg = command_to_proto(command);
+        let reply = match timeout_at(deadline, client.propose(tonic::Request::new(msg))).await {
+            Err(_) => return Err(ForwardError::Failed(ServerError::Timeout)),
+            Ok(Err(status)) if never_sent(&status) => return Err(ForwardError::NotSent),
+            Ok(Err(status)) => {
+                debug!(error = %status, "forwarded proposal failed");
+                return Err(ForwardError::Failed(ServerError::LeaderChanged));
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let index = reply.log_index;
+        let result =
+            result_from_proto(reply).map_err(|_| ForwardError::Failed(ServerError::UnexpectedResponse))?;
+        // Answer only once this member has applied the entry too, so that the client's next
+        // read here sees its write (etcd's proposer waits for its own apply).
+        self.wait_applied(index, deadline).await.map_err(ForwardError::Failed)?;
+        result.map_err(ForwardError::Failed)
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<()> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "apply")
+            .await
+            .map(|_| ())
+            .map_err(|_| ServerError::Timeout)
+    }
+
+    /// ReadIndex: returns once this member has applied everything committed when the call
+    /// started, as confirmed by a quorum (the leader's `ensure_linearizable`).
+    pub async fn linearizable_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + self.request_timeout;
+        let leader = self.wait_leader(deadline).await?;
+        let index = if leader == self.id {
+            self.read_index(deadline).await?
+        } else {
+            let mut client = self.client(leader)?;
+            match timeout_at(deadline, client.read_index(ReadIndexRequest {})).await {
+                Err(_) => return Err(ServerError::Timeout),
+                Ok(Err(status)) => {
+                    debug!(error = %status, "read index from the leader failed");
+                    return Err(ServerError::Timeout);
+                }
+                Ok(Ok(reply)) => reply.into_inner().index,
+            }
+        };
+        self.wait_applied(index, deadline).await
+    }
+
+    /// On the leader: the commit index a linearizable read must wait for, once a quorum has
+    /// confirmed this member is still the leader.
+    pub async fn read_index(&self, deadline: Instant) -> Result<u64> {
+        match timeout_at(deadline, self.raft.get_read_log_id()).await {
+            Err(_) => Err(ServerError::Timeout),
+            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(ServerError::LeaderChanged)
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Err(ServerError::Timeout),
+            Ok(Err(RaftError::Fatal(_))) => Err(ServerError::Stopped),
+        }
+    }
+
+    pub fn request_deadline(&self) -> Instant {
+        Instant::now() + self.request_timeout
+    }
+}
+
+enum ForwardError {
+    /// The request never reached the leader.
+    NotSent,
+    Failed(ServerError),
+}

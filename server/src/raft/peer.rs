@@ -1,0 +1,99 @@
+//! The server half of the peer transport: openraft's RPCs from other members, proposals and
+//! read-index requests forwarded by followers, and lease keep-alives (the leader's lessor
+//! alone keeps lease deadlines).
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use rkv_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use rkv_proto::rkvpb::peer_server::Peer;
+use rkv_proto::rkvpb::{RaftCommand, RaftMessage, RaftResult, ReadIndexRequest, ReadIndexResponse};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::codec::{command_from_proto, from_bytes, result_to_proto, to_bytes};
+use super::TypeConfig;
+use crate::grpc::lease::time_to_live;
+use crate::grpc::Shared;
+
+/// What a member that is not the leader answers a forwarded proposal with.
+pub const NOT_LEADER: &str = "rkv: not the leader";
+
+pub struct PeerService {
+    shared: Shared,
+}
+
+impl PeerService {
+    pub fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+}
+
+fn decode<T: DeserializeOwned>(msg: RaftMessage) -> Result<T, Status> {
+    from_bytes(&msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload = to_bytes(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage { payload }))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> = decode(request.into_inner())?;
+        encode(&self.shared.node.raft.append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: VoteRequest<u64> = decode(request.into_inner())?;
+        encode(&self.shared.node.raft.vote(req).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> = decode(request.into_inner())?;
+        encode(&self.shared.node.raft.install_snapshot(req).await)
+    }
+
+    async fn propose(&self, request: Request<RaftCommand>) -> Result<Response<RaftResult>, Status> {
+        let command = command_from_proto(request.into_inner()).map_err(Status::invalid_argument)?;
+        let node = &self.shared.node;
+        if !node.is_leader() {
+            // Refused before it reached the log: the proposer may safely try the new leader.
+            return Err(Status::failed_precondition(NOT_LEADER));
+        }
+        let (result, index) = match node.propose_local(command, node.request_deadline()).await {
+            Ok((resp, index)) => (Ok(resp), index),
+            Err(e) => (Err(e), 0),
+        };
+        let mut reply = result_to_proto(&result);
+        reply.log_index = index;
+        Ok(Response::new(reply))
+    }
+
+    async fn read_index(&self, _: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let node = &self.shared.node;
+        let index = node.read_index(node.request_deadline()).await?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        let req = request.into_inner();
+        // etcd answers an unknown or expired lease with TTL 0.
+        let ttl = self.shared.lessor.renew(req.id).unwrap_or(0);
+        let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        Ok(Response::new(time_to_live(&self.shared, request.into_inner())))
+    }
+}

@@ -1,0 +1,228 @@
+//! openraft's state machine: the MVCC store, driven by the apply layer.
+//!
+//! Entries are applied in batches (one storage batch each) with the applied log id and the
+//! membership recorded in the same batch. Snapshots are the store's own export format, written
+//! to a file under `<data-dir>/snap` so that memory stays bounded whatever the data size.
+
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError};
+use rkv_storage::AppliedIndex;
+use tracing::info;
+
+use super::codec::{from_bytes, to_bytes};
+use super::{Applied, LogId, PeerNode, StoredMembership, TypeConfig};
+use crate::apply::{Applier, Command, CommandResponse, CLUSTER_RAFT_APPLIED};
+
+type Entry = openraft::Entry<TypeConfig>;
+type SResult<T> = Result<T, StorageError<u64>>;
+type Meta = SnapshotMeta<u64, PeerNode>;
+
+/// What the state machine records with every batch: where it is in the log and the
+/// membership it has applied.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct RaftApplied {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+pub fn read_applied(applier: &Applier) -> Result<RaftApplied, AnyError> {
+    match applier.store().cluster_get(CLUSTER_RAFT_APPLIED).map_err(|e| AnyError::new(&e))? {
+        None => Ok(RaftApplied::default()),
+        Some(bytes) => from_bytes(&bytes).map_err(|e| AnyError::new(&e)),
+    }
+}
+
+/// The newest snapshot file and its meta, shared with the snapshot builder.
+#[derive(Default)]
+struct Snapshots {
+    current: Option<(Meta, PathBuf)>,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    applier: Arc<Applier>,
+    dir: PathBuf,
+    snapshots: Arc<Mutex<Snapshots>>,
+    counter: Arc<AtomicU64>,
+    /// Called after a snapshot replaced the store (lessor and watchers follow it).
+    on_install: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl StateMachine {
+    /// `dir` holds snapshot files; it is created if missing and emptied of stale ones.
+    pub fn new(
+        applier: Arc<Applier>,
+        dir: PathBuf,
+        on_install: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<Self> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { applier, dir, snapshots: Arc::default(), counter: Arc::default(), on_install })
+    }
+
+    fn snapshots(&self) -> std::sync::MutexGuard<'_, Snapshots> {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn temp_path(&self, what: &str) -> PathBuf {
+        self.dir.join(format!("{what}-{}.tmp", self.counter.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// Keeps `path` as the current snapshot and deletes the one it replaces.
+    fn set_current(&self, meta: Meta, path: PathBuf) -> std::io::Result<PathBuf> {
+        let name = format!("{}.snap", meta.snapshot_id);
+        let kept = self.dir.join(name);
+        std::fs::rename(&path, &kept)?;
+        let old = self.snapshots().current.replace((meta, kept.clone()));
+        if let Some((_, old_path)) = old {
+            if old_path != kept {
+                let _ = std::fs::remove_file(old_path);
+            }
+        }
+        Ok(kept)
+    }
+}
+
+async fn open_file(path: &PathBuf) -> SResult<Box<tokio::fs::File>> {
+    let file =
+        tokio::fs::File::open(path).await.map_err(|e| super::serr::read_snapshot(None, AnyError::new(&e)))?;
+    Ok(Box::new(file))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        let path = self.temp_path("build");
+        let applier = Arc::clone(&self.applier);
+        let out = path.clone();
+        let applied = tokio::task::spawn_blocking(move || -> Result<RaftApplied, AnyError> {
+            let file = std::fs::File::create(&out).map_err(|e| AnyError::new(&e))?;
+            let raw = applier
+                .store()
+                .export_snapshot(&file, CLUSTER_RAFT_APPLIED)
+                .map_err(|e| AnyError::new(&e))?;
+            file.sync_all().map_err(|e| AnyError::new(&e))?;
+            // The log may be purged up to this snapshot: everything it holds must be durable
+            // in the store itself first.
+            applier.store().sync_wal().map_err(|e| AnyError::new(&e))?;
+            match raw {
+                None => Ok(RaftApplied::default()),
+                Some(bytes) => from_bytes(&bytes).map_err(|e| AnyError::new(&e)),
+            }
+        })
+        .await
+        .map_err(|e| super::serr::write_snapshot(None, AnyError::error(e.to_string())))?
+        .map_err(|e| super::serr::write_snapshot(None, e))?;
+        let id = match applied.last_applied {
+            Some(l) => {
+                format!("{}-{}-{}", l.leader_id.term, l.index, self.counter.fetch_add(1, Ordering::Relaxed))
+            }
+            None => format!("0-0-{}", self.counter.fetch_add(1, Ordering::Relaxed)),
+        };
+        let meta =
+            Meta { last_log_id: applied.last_applied, last_membership: applied.membership, snapshot_id: id };
+        let kept = self
+            .set_current(meta.clone(), path)
+            .map_err(|e| super::serr::write_snapshot(None, AnyError::new(&e)))?;
+        info!(snapshot = %meta.snapshot_id, "built raft snapshot");
+        Ok(Snapshot { meta, snapshot: open_file(&kept).await? })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> SResult<(Option<LogId>, StoredMembership)> {
+        let applied = read_applied(&self.applier).map_err(super::serr::read_state_machine)?;
+        Ok((applied.last_applied, applied.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut state = read_applied(&self.applier).map_err(super::serr::read_state_machine)?;
+        let mut commands: Vec<Option<Command>> = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            commands.push(match entry.payload {
+                EntryPayload::Normal(proposal) => Some(proposal.0),
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    None
+                }
+                EntryPayload::Blank => None,
+            });
+        }
+        let Some(last) = state.last_applied else {
+            return Ok(Vec::new());
+        };
+        let raft_state = to_bytes(&state).map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
+        let applied = AppliedIndex { term: last.leader_id.term, index: last.index };
+        let applier = Arc::clone(&self.applier);
+        let results =
+            tokio::task::spawn_blocking(move || applier.apply_batch(&commands, applied, &raft_state))
+                .await
+                .map_err(|e| super::serr::write_state_machine(AnyError::error(e.to_string())))?
+                .map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
+        Ok(results.into_iter().map(|r| Applied(r.unwrap_or(Ok(CommandResponse::Done)))).collect())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<tokio::fs::File>> {
+        let path = self.temp_path("recv");
+        let file = tokio::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| super::serr::write_snapshot(None, AnyError::new(&e)))?;
+        if let Some(stale) = self.snapshots().receiving.replace(path) {
+            let _ = std::fs::remove_file(stale);
+        }
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<tokio::fs::File>) -> SResult<()> {
+        let err = |e: AnyError| super::serr::write_snapshot(Some(meta.signature()), e);
+        let mut file = snapshot.into_std().await;
+        let applier = Arc::clone(&self.applier);
+        tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
+            file.sync_all().map_err(|e| AnyError::new(&e))?;
+            file.seek(SeekFrom::Start(0)).map_err(|e| AnyError::new(&e))?;
+            applier.store().import_snapshot(file).map_err(|e| AnyError::new(&e))
+        })
+        .await
+        .map_err(|e| err(AnyError::error(e.to_string())))?
+        .map_err(err)?;
+        // The received file is the current snapshot now (to send on to others).
+        let received = self.snapshots().receiving.take();
+        if let Some(path) = received {
+            self.set_current(meta.clone(), path).map_err(|e| err(AnyError::new(&e)))?;
+        }
+        (self.on_install)();
+        info!(snapshot = %meta.snapshot_id, "installed raft snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+        let current = self.snapshots().current.clone();
+        match current {
+            None => Ok(None),
+            Some((meta, path)) => Ok(Some(Snapshot { meta, snapshot: open_file(&path).await? })),
+        }
+    }
+}

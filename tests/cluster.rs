@@ -1,0 +1,299 @@
+//! Replication: clusters of real rkv processes. Writes and reads on any member, watches on any
+//! member, kill -9 of the leader (and of every member) under a write load with no acknowledged
+//! write lost, and a minority that neither writes nor serves linearizable reads.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rkv_proto::etcdserverpb::{
+    kv_client::KvClient, maintenance_client::MaintenanceClient, watch_create_request::FilterType,
+    HashKvRequest, PutRequest, RangeRequest, WatchCreateRequest,
+};
+use tonic::transport::Channel;
+
+use common::cluster::Cluster;
+use common::watch::WatchConn;
+use common::{channel, etcdctl, tempdir, Rkv, Server};
+
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+async fn kv(m: &Rkv) -> KvClient<Channel> {
+    KvClient::new(channel(m).await)
+}
+
+/// Keys under `prefix` on `m` ("\0": every key), read linearizably (or serializably).
+async fn keys(m: &Rkv, prefix: &str, serializable: bool) -> (BTreeSet<String>, i64) {
+    let range_end = if prefix == "\0" { b"\0".to_vec() } else { prefix_end(prefix.as_bytes()) };
+    let resp = kv(m)
+        .await
+        .range(RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end,
+            keys_only: true,
+            serializable,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("range on {}: {e}", m.endpoint()))
+        .into_inner();
+    let keys = resp.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect();
+    (keys, resp.header.map(|h| h.revision).unwrap_or(0))
+}
+
+/// HashKV of every running member at one revision: equal digests mean equal histories.
+async fn assert_same_history(cluster: &Cluster) {
+    let mut rev = i64::MAX;
+    for m in cluster.members.iter().filter(|m| m.child.is_some()) {
+        // A linearizable read brings the member up to the commit index first.
+        rev = rev.min(keys(m, "\0", false).await.1);
+    }
+    let mut hashes = Vec::new();
+    for m in cluster.members.iter().filter(|m| m.child.is_some()) {
+        let resp = MaintenanceClient::new(channel(m).await)
+            .hash_kv(HashKvRequest { revision: rev })
+            .await
+            .unwrap_or_else(|e| panic!("hashkv on {}: {e}", m.endpoint()))
+            .into_inner();
+        hashes.push((m.endpoint(), resp.hash, resp.compact_revision));
+    }
+    assert!(hashes.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2)), "hashes at {rev}: {hashes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reads_and_watches_on_any_member() {
+    let dir = tempdir();
+    let cluster = Cluster::start(dir.path(), 3);
+    let mut watches = Vec::new();
+    for m in &cluster.members {
+        let w = WatchConn::open(m).await;
+        w.create(WatchCreateRequest {
+            key: b"k/".to_vec(),
+            range_end: prefix_end(b"k/"),
+            filters: vec![FilterType::Nodelete as i32],
+            ..Default::default()
+        })
+        .await;
+        watches.push(w);
+    }
+    for w in &mut watches {
+        assert!(w.expect("created").await.created);
+    }
+    let mut clients = Vec::new();
+    for m in &cluster.members {
+        clients.push(kv(m).await);
+    }
+    let mut revisions = Vec::new();
+    for i in 0..30 {
+        let resp = clients[i % 3]
+            .put(PutRequest {
+                key: format!("k/{i:02}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("put through m{}: {e}", i % 3))
+            .into_inner();
+        revisions.push(resp.header.map(|h| h.revision).unwrap_or(0));
+        // The member that took the write has applied it: its serializable read sees it.
+        let (seen, _) = keys(&cluster.members[i % 3], "k/", true).await;
+        assert!(seen.contains(&format!("k/{i:02}")), "m{} does not see its own write", i % 3);
+    }
+    assert!(revisions.windows(2).all(|w| w[1] == w[0] + 1), "one revision per put: {revisions:?}");
+    let want: BTreeSet<String> = (0..30).map(|i| format!("k/{i:02}")).collect();
+    for m in &cluster.members {
+        assert_eq!(keys(m, "k/", false).await.0, want, "linearizable read on {}", m.endpoint());
+    }
+    for (i, w) in watches.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while got.len() < 30 {
+            let resp = w.expect("events").await;
+            got.extend(resp.events.iter().map(|e| e.kv.as_ref().map(|kv| kv.mod_revision).unwrap_or(0)));
+        }
+        assert_eq!(got, revisions, "watch on m{i}");
+    }
+    assert_same_history(&cluster).await;
+
+    // etcdctl with every member's endpoint sees one cluster.
+    let all = cluster.endpoints();
+    let list = etcdctl(&cluster.members[0], &["--endpoints", &all, "member", "list"], None);
+    assert_eq!(list.code, 0, "{list:?}");
+    let lines: Vec<&str> = list.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{list:?}");
+    for (i, m) in cluster.members.iter().enumerate() {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!(", started, m{i}, "))
+                    && l.contains(&format!(", {}, false", m.url()))),
+            "m{i} in {list:?}"
+        );
+    }
+    let status =
+        etcdctl(&cluster.members[0], &["--endpoints", &all, "endpoint", "status", "--cluster"], None);
+    assert_eq!(status.code, 0, "{status:?}");
+    let leaders = status.stdout.lines().filter(|l| l.split(", ").nth(4) == Some("true")).count();
+    assert_eq!((status.stdout.lines().count(), leaders), (3, 1), "{status:?}");
+    for m in &cluster.members {
+        let got = etcdctl(m, &["get", "k/07", "--print-value-only"], None);
+        assert_eq!(got.stdout, "v\n", "get through {}", m.endpoint());
+    }
+}
+
+/// Puts unique keys through any member until told to stop; records every acknowledged key.
+async fn write_load(
+    endpoints: Vec<String>,
+    writer: usize,
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<Mutex<bool>>,
+) {
+    let mut n = 0u64;
+    let mut target = writer;
+    while !*stop.lock().unwrap_or_else(|e| e.into_inner()) {
+        let endpoint = &endpoints[target % endpoints.len()];
+        let conn = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(10));
+        let Ok(channel) = conn.connect().await else {
+            target += 1;
+            continue;
+        };
+        let mut client = KvClient::new(channel);
+        loop {
+            if *stop.lock().unwrap_or_else(|e| e.into_inner()) {
+                return;
+            }
+            let key = format!("load/{writer}/{n:06}");
+            n += 1;
+            let put =
+                PutRequest { key: key.clone().into_bytes(), value: vec![b'x'; 64], ..Default::default() };
+            match client.put(put).await {
+                Ok(_) => acked.lock().unwrap_or_else(|e| e.into_inner()).push(key),
+                Err(_) => {
+                    // Unknown outcome: the key may or may not exist. Try another member.
+                    target += 1;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn wait_acked(acked: &Arc<Mutex<Vec<String>>>, at_least: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap_or_else(|e| e.into_inner()).len() < at_least {
+        assert!(Instant::now() < deadline, "writes stalled below {at_least}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
+    let cycles: usize = std::env::var("RKV_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let dir = tempdir();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(Mutex::new(false));
+    let writers: Vec<_> =
+        (0..4).map(|w| tokio::spawn(write_load(endpoints.clone(), w, acked.clone(), stop.clone()))).collect();
+    for cycle in 0..cycles {
+        let before = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
+        wait_acked(&acked, before + 100).await;
+        if cycle + 1 == cycles {
+            // The last cycle kills every member at once.
+            for m in &mut cluster.members {
+                m.kill9();
+            }
+            cluster.start_all();
+        } else {
+            let leader = cluster.leader().await;
+            cluster.members[leader].kill9();
+            // Clients go on through the other two members under a new leader.
+            let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
+            wait_acked(&acked, now + 100).await;
+            assert_ne!(cluster.leader().await, leader);
+            cluster.start_all();
+        }
+    }
+    let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
+    wait_acked(&acked, now + 50).await;
+    *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked: BTreeSet<String> = acked.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    for m in &cluster.members {
+        let (present, _) = keys(m, "load/", false).await;
+        let lost: Vec<&String> = acked.difference(&present).collect();
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged writes lost on {}: {:?}",
+            lost.len(),
+            m.endpoint(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+    assert_same_history(&cluster).await;
+    eprintln!("{} acknowledged writes over {cycles} kill cycles, none lost", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
+    let dir = tempdir();
+    let cluster = Cluster::start(dir.path(), 3);
+    let leader = cluster.leader().await;
+    let alone = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    kv(&cluster.members[alone])
+        .await
+        .put(PutRequest { key: b"before".to_vec(), value: b"1".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut client = kv(&cluster.members[alone]).await;
+    cluster.pause(leader, true);
+    cluster.pause(other, true);
+    let started = Instant::now();
+    let err = client
+        .put(PutRequest { key: b"during".to_vec(), value: b"1".to_vec(), ..Default::default() })
+        .await
+        .expect_err("a minority must not write");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        ["etcdserver: no leader", "etcdserver: request timed out", "etcdserver: leader changed"]
+            .contains(&err.message()),
+        "{err:?}"
+    );
+    let err = client
+        .range(RangeRequest { key: b"before".to_vec(), ..Default::default() })
+        .await
+        .expect_err("a minority must not serve a linearizable read");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    // Bounded: etcd's request timeout is 7s with default flags; two calls.
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let local = client
+        .range(RangeRequest { key: b"before".to_vec(), serializable: true, ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("serializable read on a minority: {e}"))
+        .into_inner();
+    assert_eq!(local.kvs.len(), 1);
+    cluster.pause(leader, false);
+    cluster.pause(other, false);
+    kv(&cluster.members[other])
+        .await
+        .put(PutRequest { key: b"after".to_vec(), value: b"1".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (seen, _) = keys(&cluster.members[alone], "\0", false).await;
+    assert!(seen.contains("after") && !seen.contains("during"), "{seen:?}");
+    assert_same_history(&cluster).await;
+}

@@ -1,0 +1,113 @@
+//! Clusters of real rkv processes on loopback: members m0..mN-1 bootstrapped together from
+//! one --initial-cluster, killed, stopped (SIGSTOP) and restarted one by one or all at once.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use rkv_proto::etcdserverpb::StatusRequest;
+
+use super::{free_port, Rkv, Server};
+
+pub struct Cluster {
+    pub members: Vec<Rkv>,
+}
+
+impl Cluster {
+    pub fn start(dir: &Path, n: usize) -> Cluster {
+        let peers: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
+        let initial: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("m{i}={p}")).collect();
+        let initial = format!("--initial-cluster={}", initial.join(","));
+        let members: Vec<Rkv> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                let member_dir = dir.join(format!("m{i}"));
+                std::fs::create_dir_all(&member_dir).unwrap_or_else(|e| panic!("{e}"));
+                Rkv::new(
+                    &member_dir,
+                    &[
+                        &format!("--name=m{i}"),
+                        &initial,
+                        &format!("--initial-advertise-peer-urls={peer}"),
+                        &format!("--listen-peer-urls={peer}"),
+                        "--initial-cluster-token=rkv-test",
+                    ],
+                )
+            })
+            .collect();
+        let mut cluster = Cluster { members };
+        cluster.start_all();
+        cluster
+    }
+
+    /// Launches every member that is not running, then waits until each is ready: members
+    /// of a cluster become ready together, once they have elected a leader.
+    pub fn start_all(&mut self) {
+        let offsets: Vec<Option<u64>> = self
+            .members
+            .iter_mut()
+            .map(|m| if m.child.is_none() { Some(m.launch()) } else { None })
+            .collect();
+        for (m, offset) in self.members.iter_mut().zip(offsets) {
+            if let Some(offset) = offset {
+                m.wait_ready(offset);
+            }
+        }
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|m| m.endpoint()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The index of the member the running members agree is the leader, waiting for one.
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut seen = Vec::new();
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                if let Some((member, leader)) = status(m).await {
+                    seen.push((member, leader));
+                }
+            }
+            let leaders: Vec<u64> = seen.iter().map(|(_, l)| *l).collect();
+            if let Some(&leader) = leaders.first() {
+                if leader != 0 && leaders.iter().all(|l| *l == leader) {
+                    for (i, m) in self.members.iter().enumerate() {
+                        if m.child.is_some() {
+                            if let Some((id, _)) = status(m).await {
+                                if id == leader {
+                                    return i;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGSTOP / SIGCONT a member: it keeps its connections but answers nothing.
+    pub fn pause(&self, i: usize, paused: bool) {
+        let child = self.members[i].child.as_ref().unwrap_or_else(|| panic!("m{i} is not running"));
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").arg(signal).arg(child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {signal} m{i}");
+    }
+}
+
+/// (member id, leader id) from a member's Status, None when it does not answer in time.
+pub async fn status(m: &Rkv) -> Option<(u64, u64)> {
+    let channel = tonic::transport::Endpoint::from_shared(m.url())
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    let status = MaintenanceClient::new(channel).status(StatusRequest {}).await.ok()?.into_inner();
+    Some((status.header?.member_id, status.leader))
+}
