@@ -297,3 +297,37 @@ async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
     assert!(seen.contains("after") && !seen.contains("during"), "{seen:?}");
     assert_same_history(&cluster).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let dir = tempdir();
+    let flags = ["--snapshot-count=50", "--experimental-snapshot-catchup-entries=10"];
+    let mut cluster = Cluster::start_with(dir.path(), 3, &flags);
+    let leader = cluster.leader().await;
+    let behind = (leader + 1) % 3;
+    cluster.members[behind].stop();
+    let mut client = kv(&cluster.members[leader]).await;
+    for i in 0..300 {
+        let put = PutRequest {
+            key: format!("s/{i:03}").into_bytes(),
+            value: vec![b'v'; 100],
+            ..Default::default()
+        };
+        client.put(put).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    cluster.start_all();
+    let want: BTreeSet<String> = (0..300).map(|i| format!("s/{i:03}")).collect();
+    assert_eq!(keys(&cluster.members[behind], "s/", false).await.0, want);
+    assert!(
+        cluster.members[behind].log_text().contains("installed raft snapshot from the leader"),
+        "the member should have caught up through a snapshot"
+    );
+    assert_same_history(&cluster).await;
+    // It goes on applying the log after the snapshot.
+    kv(&cluster.members[behind])
+        .await
+        .put(PutRequest { key: b"s/after".to_vec(), value: b"1".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_same_history(&cluster).await;
+}

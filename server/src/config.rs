@@ -116,7 +116,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("experimental-memory-mlock", true),
     ("experimental-max-learners", false),
     ("experimental-stop-grpc-service-on-defrag", true),
-    ("experimental-snapshot-catchup-entries", false),
     ("experimental-wait-cluster-ready-timeout", false),
 ];
 
@@ -196,6 +195,10 @@ pub struct Flags {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
+    /// Number of entries for a slow follower to catch up after compacting the raft log.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES", default_value_t = 5000)]
+    pub experimental_snapshot_catchup_entries: u64,
+
     /// Initial cluster token: part of the cluster and member IDs, as in etcd.
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
@@ -234,6 +237,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub snapshot_count: u64,
+    /// Log entries kept behind a snapshot for slow followers (etcd's snapshot catch-up entries).
+    pub snapshot_catchup_entries: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub quota_backend_bytes: u64,
@@ -277,6 +282,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(1000),
             snapshot_count: 100_000,
+            snapshot_catchup_entries: 5000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
             quota_backend_bytes: DEFAULT_QUOTA_BYTES,
@@ -387,6 +393,7 @@ impl Config {
             heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
             election_timeout: Duration::from_millis(flags.election_timeout),
             snapshot_count: flags.snapshot_count.max(1),
+            snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
             quota_backend_bytes,

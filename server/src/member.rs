@@ -264,8 +264,8 @@ async fn start_raft(
         election_timeout_max: election_ms * 2,
         install_snapshot_timeout: election_ms.max(1000),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-        // etcd keeps this many entries after a snapshot for slow followers to catch up from.
-        max_in_snapshot_log_to_keep: 5000,
+        // etcd keeps this many entries behind a snapshot for slow followers to catch up from.
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
         ..Default::default()
     }
     .validate()

@@ -16,6 +16,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(dir: &Path, n: usize) -> Cluster {
+        Cluster::start_with(dir, n, &[])
+    }
+
+    /// A cluster whose members all get `extra` flags.
+    pub fn start_with(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
         let peers: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
         let initial: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("m{i}={p}")).collect();
         let initial = format!("--initial-cluster={}", initial.join(","));
@@ -25,16 +30,16 @@ impl Cluster {
             .map(|(i, peer)| {
                 let member_dir = dir.join(format!("m{i}"));
                 std::fs::create_dir_all(&member_dir).unwrap_or_else(|e| panic!("{e}"));
-                Rkv::new(
-                    &member_dir,
-                    &[
-                        &format!("--name=m{i}"),
-                        &initial,
-                        &format!("--initial-advertise-peer-urls={peer}"),
-                        &format!("--listen-peer-urls={peer}"),
-                        "--initial-cluster-token=rkv-test",
-                    ],
-                )
+                let mut args = vec![
+                    format!("--name=m{i}"),
+                    initial.clone(),
+                    format!("--initial-advertise-peer-urls={peer}"),
+                    format!("--listen-peer-urls={peer}"),
+                    "--initial-cluster-token=rkv-test".to_string(),
+                ];
+                args.extend(extra.iter().map(|s| s.to_string()));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Rkv::new(&member_dir, &args)
             })
             .collect();
         let mut cluster = Cluster { members };
