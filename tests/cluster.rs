@@ -331,3 +331,78 @@ async fn a_member_behind_the_purged_log_catches_up_from_a_snapshot() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_same_history(&cluster).await;
 }
+
+/// `etcdctl member add --learner`, the new member catches up (through a snapshot), promote,
+/// then `member remove` of the leader: the others elect a new one and go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_add_learner_promote_and_remove_the_leader() {
+    let dir = tempdir();
+    let flags = ["--snapshot-count=50", "--experimental-snapshot-catchup-entries=10"];
+    let mut cluster = Cluster::start_with(dir.path(), 3, &flags);
+    let mut client = kv(&cluster.members[0]).await;
+    for i in 0..200 {
+        let put =
+            PutRequest { key: format!("a/{i:03}").into_bytes(), value: b"v".to_vec(), ..Default::default() };
+        client.put(put).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let all = cluster.endpoints();
+    let (new, peer) = cluster.joiner(dir.path(), "m3", &flags);
+    let added = etcdctl(
+        &cluster.members[1],
+        &["--endpoints", &all, "member", "add", "m3", "--learner", "--peer-urls", &peer],
+        None,
+    );
+    assert_eq!(added.code, 0, "{added:?}");
+    let id = added.stdout.split_whitespace().nth(1).unwrap_or_else(|| panic!("{added:?}")).to_string();
+    assert!(added.stdout.contains("added to cluster"), "{added:?}");
+    // A learner that has not started cannot be promoted yet.
+    let early = etcdctl(&cluster.members[0], &["member", "promote", &id], None);
+    assert_ne!(early.code, 0, "{early:?}");
+    assert!(
+        early.stderr.contains("can only promote a learner member which is in sync with leader"),
+        "{early:?}"
+    );
+    cluster.start_all();
+    let want: BTreeSet<String> = (0..200).map(|i| format!("a/{i:03}")).collect();
+    assert_eq!(keys(&cluster.members[new], "a/", true).await.0, want);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let promoted = etcdctl(&cluster.members[2], &["member", "promote", &id], None);
+        if promoted.code == 0 {
+            assert!(promoted.stdout.contains("promoted"), "{promoted:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{promoted:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = etcdctl(&cluster.members[new], &["member", "list"], None);
+    assert_eq!(list.stdout.lines().count(), 4, "{list:?}");
+    assert!(list.stdout.lines().all(|l| l.ends_with(", false")), "all voters: {list:?}");
+    assert!(
+        list.stdout.contains(&format!("{id}, started, m3, {peer}, {}", cluster.members[new].url())),
+        "{list:?}"
+    );
+
+    let leader = cluster.leader().await;
+    let leader_id = etcdctl(&cluster.members[leader], &["endpoint", "status", "-w", "fields"], None);
+    let leader_id = leader_id
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("\"MemberID\""))
+        .and_then(|l| l.split(" : ").nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{leader_id:?}"));
+    let other = (leader + 1) % cluster.members.len();
+    let removed = etcdctl(&cluster.members[other], &["member", "remove", &format!("{leader_id:x}")], None);
+    assert_eq!(removed.code, 0, "{removed:?}");
+    cluster.members[leader].kill9();
+    assert_ne!(cluster.leader().await, leader);
+    let list = etcdctl(&cluster.members[other], &["member", "list"], None);
+    assert_eq!(list.stdout.lines().count(), 3, "{list:?}");
+    kv(&cluster.members[new])
+        .await
+        .put(PutRequest { key: b"a/after".to_vec(), value: b"v".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_same_history(&cluster).await;
+}

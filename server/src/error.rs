@@ -43,6 +43,20 @@ pub enum ServerError {
     UnexpectedResponse,
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("member ID already exist")]
+    MemberExists,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("can only promote a learner member")]
+    MemberNotLearner,
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("too many learner members in cluster")]
+    TooManyLearners,
     /// The cluster has no leader (etcd's `ErrNoLeader`).
     #[error("no leader")]
     NoLeader,

@@ -61,6 +61,11 @@ fn first_u64(hash: &[u8; 20]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// Whether `data_dir` already holds an rkv member.
+pub fn is_initialized(data_dir: &Path) -> bool {
+    data_dir.join(MARKER).exists()
+}
+
 /// Where RocksDB lives inside the data dir.
 pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")

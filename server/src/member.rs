@@ -119,7 +119,13 @@ impl Member {
             })
             .collect();
         let ids: Vec<u64> = initial.keys().copied().collect();
-        let fresh = Identity { member_id, cluster_id: identity::compute_cluster_id(&ids) };
+        let fresh = if config.initial_cluster_state == ClusterState::Existing
+            && !identity::is_initialized(&config.data_dir)
+        {
+            join_identity(&config).await?
+        } else {
+            Identity { member_id, cluster_id: identity::compute_cluster_id(&ids) }
+        };
         let identity = identity::open_data_dir(&config.data_dir, fresh)?;
         let db_path = identity::db_path(&config.data_dir);
         let store = Arc::new(
@@ -245,6 +251,47 @@ impl Member {
             info!("store closed");
         }
     }
+}
+
+/// A member joining a running cluster learns its ID (given by `member add`) and the cluster's
+/// ID from the members in --initial-cluster, by its peer URLs (etcd's
+/// `GetClusterFromRemotePeers`).
+async fn join_identity(config: &Config) -> Result<Identity, StartError> {
+    let mine = &config.initial_advertise_peer_urls;
+    for (name, urls) in &config.initial_cluster {
+        if name == &config.name {
+            continue;
+        }
+        let node = PeerNode { name: name.clone(), peer_urls: urls.clone() };
+        let Ok(mut client) = crate::raft::network::peer_client(&node) else { continue };
+        let asked = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.members(rkv_proto::rkvpb::RaftMessage::default()),
+        )
+        .await;
+        let Ok(Ok(reply)) = asked else {
+            warn!(peer = %node, "cannot get the cluster's members from this peer");
+            continue;
+        };
+        let decoded: Result<(u64, Vec<(u64, PeerNode)>), _> =
+            crate::raft::codec::from_bytes(&reply.into_inner().payload);
+        let Ok((cluster_id, members)) = decoded else { continue };
+        let mut sorted_mine = mine.clone();
+        sorted_mine.sort();
+        for (id, member) in members {
+            let mut urls = member.peer_urls.clone();
+            urls.sort();
+            if urls == sorted_mine {
+                info!(member_id = %format!("{id:x}"), cluster_id = %format!("{cluster_id:x}"), "joining");
+                return Ok(Identity { member_id: id, cluster_id });
+            }
+        }
+        return Err(StartError::Raft(format!(
+            "cannot join: no member of the cluster has peer URLs {} (add it with `member add` first)",
+            mine.join(",")
+        )));
+    }
+    Err(StartError::Raft("cannot join: no member of --initial-cluster answered".into()))
 }
 
 /// Starts this member's raft over the store (log, vote and state machine in one RocksDB).

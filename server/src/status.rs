@@ -54,6 +54,13 @@ impl From<&ServerError> for Status {
             ServerError::Storage(StorageError::FutureRevision) => {
                 (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into())
             }
+            ServerError::MemberExists => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            ServerError::PeerUrlExists => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            ServerError::MemberNotFound => (Code::NotFound, format!("etcdserver: {e}")),
+            ServerError::MemberBadUrls => (Code::InvalidArgument, format!("etcdserver: {e}")),
+            ServerError::MemberNotLearner => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            ServerError::LearnerNotReady => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            ServerError::TooManyLearners => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader".into()),
             ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out".into()),
             ServerError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed".into()),

@@ -12,6 +12,8 @@ use super::{free_port, Rkv, Server};
 
 pub struct Cluster {
     pub members: Vec<Rkv>,
+    /// Each member's name and peer URL, in `members` order.
+    pub peers: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -42,7 +44,8 @@ impl Cluster {
                 Rkv::new(&member_dir, &args)
             })
             .collect();
-        let mut cluster = Cluster { members };
+        let peers = peers.iter().enumerate().map(|(i, p)| (format!("m{i}"), p.clone())).collect();
+        let mut cluster = Cluster { members, peers };
         cluster.start_all();
         cluster
     }
@@ -60,6 +63,28 @@ impl Cluster {
                 m.wait_ready(offset);
             }
         }
+    }
+
+    /// A new member `name` (not started) that joins the running cluster with
+    /// --initial-cluster-state existing, once `member add` has added its peer URL.
+    pub fn joiner(&mut self, dir: &Path, name: &str, extra: &[&str]) -> (usize, String) {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        self.peers.push((name.to_string(), peer.clone()));
+        let initial: Vec<String> = self.peers.iter().map(|(n, p)| format!("{n}={p}")).collect();
+        let member_dir = dir.join(name);
+        std::fs::create_dir_all(&member_dir).unwrap_or_else(|e| panic!("{e}"));
+        let mut args = vec![
+            format!("--name={name}"),
+            format!("--initial-cluster={}", initial.join(",")),
+            "--initial-cluster-state=existing".to_string(),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--listen-peer-urls={peer}"),
+            "--initial-cluster-token=rkv-test".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.members.push(Rkv::new(&member_dir, &args));
+        (self.members.len() - 1, peer)
     }
 
     pub fn endpoints(&self) -> String {

@@ -74,7 +74,7 @@ impl RaftNode {
         (m.last_log_index.unwrap_or(0), m.last_applied.map(|l| l.index).unwrap_or(0))
     }
 
-    fn client(&self, id: u64) -> Result<PeerClient<Channel>> {
+    pub(crate) fn peer(&self, id: u64) -> Result<PeerClient<Channel>> {
         let node = {
             let metrics = self.raft.metrics().borrow().clone();
             metrics.membership_config.membership().get_node(&id).cloned().ok_or(ServerError::NoLeader)?
@@ -91,6 +91,10 @@ impl RaftNode {
         })?;
         clients.insert(id, (node, client.clone()));
         Ok(client)
+    }
+
+    pub(crate) async fn wait_leader_until(&self, deadline: Instant) -> Result<u64> {
+        self.wait_leader(deadline).await
     }
 
     /// Waits for a leader (possibly this member) until `deadline`.
@@ -117,7 +121,7 @@ impl RaftNode {
         if leader == self.id {
             return Ok(None);
         }
-        self.client(leader).map(Some)
+        self.peer(leader).map(Some)
     }
 
     /// Proposes a write and waits until it is committed and applied on this member.
@@ -171,7 +175,8 @@ impl RaftNode {
         command: &Command,
         deadline: Instant,
     ) -> std::result::Result<CommandResponse, ForwardError> {
-        let mut client = self.client(leader).map_err(ForwardError::Failed)?;
+        // A leader missing from the membership (just removed) is not there to take it.
+        let mut client = self.peer(leader).map_err(|_| ForwardError::NotSent)?;
         let msg = command_to_proto(command);
         let reply = match timeout_at(deadline, client.propose(tonic::Request::new(msg))).await {
             Err(_) => return Err(ForwardError::Failed(ServerError::Timeout)),
@@ -205,21 +210,35 @@ impl RaftNode {
     /// started, as confirmed by a quorum (the leader's `ensure_linearizable`).
     pub async fn linearizable_barrier(&self) -> Result<()> {
         let deadline = Instant::now() + self.request_timeout;
-        let leader = self.wait_leader(deadline).await?;
-        let index = if leader == self.id {
-            self.read_index(deadline).await?
-        } else {
-            let mut client = self.client(leader)?;
-            match timeout_at(deadline, client.read_index(ReadIndexRequest {})).await {
-                Err(_) => return Err(ServerError::Timeout),
-                Ok(Err(status)) => {
-                    debug!(error = %status, "read index from the leader failed");
-                    return Err(ServerError::Timeout);
+        loop {
+            let leader = self.wait_leader(deadline).await?;
+            let attempt = if leader == self.id {
+                self.read_index(deadline).await
+            } else {
+                self.remote_read_index(leader, deadline).await
+            };
+            match attempt {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                // A read is safe to retry: wait for the election to settle and ask again.
+                Err(e) if Instant::now() + RETRY_PAUSE < deadline => {
+                    debug!(error = %e, "read index failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
-                Ok(Ok(reply)) => reply.into_inner().index,
+                Err(e) => return Err(e),
             }
-        };
-        self.wait_applied(index, deadline).await
+        }
+    }
+
+    async fn remote_read_index(&self, leader: u64, deadline: Instant) -> Result<u64> {
+        let mut client = self.peer(leader)?;
+        match timeout_at(deadline, client.read_index(ReadIndexRequest {})).await {
+            Err(_) => Err(ServerError::Timeout),
+            Ok(Err(status)) => {
+                debug!(error = %status, "read index from the leader failed");
+                Err(ServerError::Timeout)
+            }
+            Ok(Ok(reply)) => Ok(reply.into_inner().index),
+        }
     }
 
     /// On the leader: the commit index a linearizable read must wait for, once a quorum has

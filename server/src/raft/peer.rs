@@ -78,6 +78,21 @@ impl Peer for PeerService {
         Ok(Response::new(ReadIndexResponse { index }))
     }
 
+    async fn change_membership(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let payload = self.shared.node.change_membership_forwarded(&request.into_inner().payload).await;
+        Ok(Response::new(RaftMessage { payload }))
+    }
+
+    async fn members(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let metrics = self.shared.node.raft.metrics().borrow().clone();
+        let nodes: Vec<(u64, super::PeerNode)> =
+            metrics.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
+        encode(&(self.shared.identity.cluster_id, nodes))
+    }
+
     async fn lease_keep_alive(
         &self,
         request: Request<LeaseKeepAliveRequest>,
