@@ -406,3 +406,41 @@ async fn member_add_learner_promote_and_remove_the_leader() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_same_history(&cluster).await;
 }
+
+/// A watch opened with `hasleader` (clientv3.WithRequireLeader) ends with "etcdserver: no
+/// leader" once its member has been without a leader for three election timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_watches_end_when_the_leader_is_lost() {
+    use rkv_proto::etcdserverpb::{watch_client::WatchClient, watch_request::RequestUnion, WatchRequest};
+    let dir = tempdir();
+    let cluster = Cluster::start(dir.path(), 3);
+    let leader = cluster.leader().await;
+    let alone = (leader + 1) % 3;
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"w".to_vec(),
+            ..Default::default()
+        })),
+    };
+    let mut client = WatchClient::new(channel(&cluster.members[alone]).await);
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    requests.send(create).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert("hasleader", "true".parse().unwrap_or_else(|_| panic!()));
+    let mut stream = client.watch(request).await.unwrap_or_else(|e| panic!("{e}")).into_inner();
+    let created = stream.message().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(created.is_some_and(|r| r.created));
+    cluster.pause(leader, true);
+    cluster.pause((leader + 2) % 3, true);
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("the stream should end without a leader"));
+    let status = end.expect_err("ends with an error");
+    assert_eq!((status.code(), status.message()), (tonic::Code::Unavailable, "etcdserver: no leader"));
+    // Three election timeouts (3s) after the leader went silent, plus detecting that.
+    assert!(started.elapsed() >= Duration::from_secs(3), "{:?}", started.elapsed());
+    cluster.pause(leader, false);
+    cluster.pause((leader + 2) % 3, false);
+    drop(requests);
+}

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
+use crate::error::ServerError;
 use crate::watch::{run_syncer, StreamId, WatchHub, WatchSpec, PROGRESS_WATCH_ID};
 
 pub struct WatchService {
@@ -38,6 +39,12 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        // etcd clients set `hasleader` (clientv3.WithRequireLeader) to have the stream fail
+        // rather than wait on a member cut off from its leader.
+        let require_leader = request.metadata().get(REQUIRE_LEADER_KEY).is_some_and(|v| v == "true");
+        if require_leader && self.shared.node.leader().is_none() {
+            return Err(ServerError::NoLeader.into());
+        }
         let mut inbound = request.into_inner();
         let hub = self.shared.hub.clone();
         let (stream, rx, tx, bell) = hub.open_stream();
@@ -58,7 +65,35 @@ impl Watch for WatchService {
             syncer.abort();
             ticker.abort();
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
+        let responses = ReceiverStream::new(rx).map(Ok);
+        if !require_leader {
+            return Ok(Response::new(Box::pin(responses)));
+        }
+        let lost = futures::stream::once(leader_lost(self.shared.clone())).map(Err);
+        Ok(Response::new(Box::pin(futures::stream::select(responses, lost))))
+    }
+}
+
+/// gRPC metadata with which a client asks for its stream to end when there is no leader.
+pub const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+/// Resolves once this member has been without a leader for three election timeouts (etcd's
+/// `monitorLeader`), with the error the stream ends with.
+async fn leader_lost(shared: Shared) -> Status {
+    let limit = 3 * shared.config.election_timeout;
+    let mut metrics = shared.node.raft.metrics();
+    loop {
+        let leaderless = metrics.borrow_and_update().current_leader.is_none();
+        if leaderless {
+            match tokio::time::timeout(limit, metrics.wait_for(|m| m.current_leader.is_some())).await {
+                Err(_) => return ServerError::NoLeader.into(),
+                Ok(Err(_)) => return ServerError::Stopped.into(),
+                Ok(Ok(_)) => continue,
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return ServerError::Stopped.into();
+        }
     }
 }
 
