@@ -444,3 +444,68 @@ async fn require_leader_watches_end_when_the_leader_is_lost() {
     cluster.pause((leader + 2) % 3, false);
     drop(requests);
 }
+
+/// rctl's member and endpoint --cluster commands print what etcdctl 3.5 prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rctl_member_commands_print_like_etcdctl() {
+    use common::rctl;
+    let dir = tempdir();
+    let cluster = Cluster::start(dir.path(), 3);
+    let m = &cluster.members[1];
+    let same = |args: &[&str]| {
+        let (want, got) = (etcdctl(m, args, None), rctl(m, args, None));
+        assert_eq!(want, got, "{args:?}");
+        want
+    };
+    for format in ["simple", "json", "table", "fields"] {
+        same(&["member", "list", "-w", format]);
+    }
+    // Status and health carry sizes and timings: compare the endpoints they name.
+    for what in ["status", "health"] {
+        let names = |run: common::CliRun| {
+            assert_eq!(run.code, 0, "{run:?}");
+            let mut names: Vec<String> = run
+                .stdout
+                .lines()
+                .map(|l| l.split([',', ' ']).next().unwrap_or_default().to_string())
+                .collect();
+            names.sort();
+            names
+        };
+        let want = names(etcdctl(m, &["endpoint", what, "--cluster"], None));
+        assert_eq!(want.len(), 3, "{want:?}");
+        assert_eq!(want, names(rctl(m, &["endpoint", what, "--cluster"], None)), "endpoint {what} --cluster");
+    }
+    for args in [
+        &["member", "remove", "zz"][..],
+        &["member", "remove", "1234"],
+        &["member", "promote", "1234"],
+        &["member", "add", "x"],
+        &["member", "add", "x", "--peer-urls", "not a url"],
+        &["member", "update", "1234", "--peer-urls", "http://127.0.0.1:1"],
+    ] {
+        same(args);
+    }
+    // Add a learner with one tool and remove it with the other: same lines, other IDs.
+    let shape = |s: &str| {
+        s.split_whitespace()
+            .filter(|w| w.len() < 8 || !w.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let peer = format!("http://127.0.0.1:{}", common::free_port());
+    let by_etcdctl = etcdctl(m, &["member", "add", "x", "--learner", "--peer-urls", &peer], None);
+    let id = by_etcdctl.stdout.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let removed_by_rctl = rctl(m, &["member", "remove", &id], None);
+    let by_rctl = rctl(m, &["member", "add", "x", "--learner", "--peer-urls", &peer], None);
+    let id2 = by_rctl.stdout.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let removed_by_etcdctl = etcdctl(m, &["member", "remove", &id2], None);
+    assert_eq!((by_etcdctl.code, by_rctl.code), (0, 0), "{by_etcdctl:?} {by_rctl:?}");
+    // The ETCD_INITIAL_CLUSTER line lists members in the same order; only the IDs differ.
+    assert_eq!(shape(&by_etcdctl.stdout), shape(&by_rctl.stdout));
+    assert_eq!(shape(&removed_by_etcdctl.stdout), shape(&removed_by_rctl.stdout));
+    assert!(
+        removed_by_rctl.stdout.contains(&format!("Member {id:>16} removed from cluster")),
+        "{removed_by_rctl:?}"
+    );
+}

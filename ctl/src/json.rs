@@ -105,6 +105,18 @@ pub fn string(s: &str) -> String {
     out
 }
 
+/// A member as etcd's JSON encodes it (omitempty fields).
+pub fn member(m: &rkv_proto::etcdserverpb::Member) -> String {
+    let urls = |v: &[String]| v.iter().map(|u| string(u)).collect::<Vec<_>>();
+    Obj::new()
+        .uint("ID", m.id)
+        .str("name", &m.name)
+        .list("peerURLs", urls(&m.peer_ur_ls))
+        .list("clientURLs", urls(&m.client_ur_ls))
+        .boolean("isLearner", m.is_learner)
+        .build()
+}
+
 pub fn header(h: &Option<ResponseHeader>) -> Option<String> {
     h.as_ref().map(|h| {
         Obj::new()

@@ -68,6 +68,9 @@ enum Command {
     Compaction(CompactionArgs),
     /// Endpoint related commands.
     Endpoint {
+        /// Use all endpoints from the cluster member list.
+        #[arg(long, global = true)]
+        cluster: bool,
         #[command(subcommand)]
         command: EndpointCommand,
     },
@@ -76,7 +79,7 @@ enum Command {
     /// Membership related commands.
     Member {
         #[command(subcommand)]
-        command: MemberCommand,
+        command: command::member::MemberCommand,
     },
     /// Watches events stream on keys or prefixes.
     Watch(command::watch::WatchArgs),
@@ -101,12 +104,6 @@ enum EndpointCommand {
         #[arg(long, default_value_t = 0)]
         rev: i64,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum MemberCommand {
-    /// Lists all members in the cluster.
-    List,
 }
 
 /// Runs rctl with the process's arguments; the exit code follows etcdctl's.
@@ -252,9 +249,15 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             tri!(c.call(|| async { c.kv().compact(req).await }).await);
             out.line(&format!("compacted revision {}", req.revision));
         }
-        Command::Endpoint { command } => {
+        Command::Endpoint { command, cluster } => {
+            let endpoints = if cluster {
+                let c = tri!(client());
+                tri!(command::member::cluster_endpoints(&c).await)
+            } else {
+                cli.endpoints.clone()
+            };
             let mut clients = Vec::new();
-            for ep in &cli.endpoints {
+            for ep in &endpoints {
                 clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout))));
             }
             match command {
@@ -316,18 +319,9 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                 }
             }
         }
-        Command::Member { command: MemberCommand::List } => {
+        Command::Member { command } => {
             let c = tri!(client());
-            let req = rkv_proto::etcdserverpb::MemberListRequest { linearizable: false };
-            let resp = tri!(
-                c.call(|| async {
-                    rkv_proto::etcdserverpb::cluster_client::ClusterClient::new(c.channel())
-                        .member_list(req)
-                        .await
-                })
-                .await
-            );
-            tri!(printer.member_list(&mut out, &resp));
+            tri!(command::member::run(command, &c, &printer, &mut out).await);
         }
         Command::Defrag => {
             let mut failed = false;

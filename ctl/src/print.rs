@@ -310,20 +310,7 @@ impl Printer {
                 table(out, &["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"], &rows)
             }
             Format::Json => {
-                let members: Vec<String> = r
-                    .members
-                    .iter()
-                    .map(|m| {
-                        let urls = |v: &[String]| v.iter().map(|u| json::string(u)).collect::<Vec<_>>();
-                        json::Obj::new()
-                            .uint("ID", m.id)
-                            .str("name", &m.name)
-                            .list("peerURLs", urls(&m.peer_ur_ls))
-                            .list("clientURLs", urls(&m.client_ur_ls))
-                            .boolean("isLearner", m.is_learner)
-                            .build()
-                    })
-                    .collect();
+                let members: Vec<String> = r.members.iter().map(json::member).collect();
                 out.line(
                     &json::Obj::new().obj("header", json::header(&r.header)).list("members", members).build(),
                 );

@@ -1,5 +1,6 @@
 pub mod endpoint;
 pub mod kv;
 pub mod lease;
+pub mod member;
 pub mod txn;
 pub mod watch;
