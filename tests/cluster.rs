@@ -509,3 +509,115 @@ async fn rctl_member_commands_print_like_etcdctl() {
         "{removed_by_rctl:?}"
     );
 }
+
+/// Five members (seven with RKV_CLUSTER_SIZE=7) tolerate ⌊(N-1)/2⌋ failures and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_of_five_survives_two_failures_but_not_three() {
+    let n: usize = std::env::var("RKV_CLUSTER_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let tolerated = (n - 1) / 2;
+    let dir = tempdir();
+    let mut cluster = Cluster::start(dir.path(), n);
+    for i in 0..n {
+        let put =
+            PutRequest { key: format!("q/{i}").into_bytes(), value: b"v".to_vec(), ..Default::default() };
+        kv(&cluster.members[i]).await.put(put).await.unwrap_or_else(|e| panic!("put through m{i}: {e}"));
+    }
+    // Kill the leader first, then others, down to a bare quorum.
+    let first = cluster.leader().await;
+    let mut killed = vec![first];
+    killed.extend((0..n).filter(|i| *i != first).take(tolerated - 1));
+    for &i in &killed {
+        cluster.members[i].kill9();
+    }
+    let survivor = (0..n).find(|i| !killed.contains(i)).unwrap_or_else(|| panic!("no survivor"));
+    let mut client = kv(&cluster.members[survivor]).await;
+    client
+        .put(PutRequest { key: b"q/quorum".to_vec(), value: b"v".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("a bare quorum must write: {e}\n{}", cluster.members[survivor].log_text()));
+    let one_more = (0..n).find(|i| !killed.contains(i) && *i != survivor).unwrap_or_else(|| panic!("none"));
+    cluster.members[one_more].kill9();
+    let err = client
+        .put(PutRequest { key: b"q/minority".to_vec(), value: b"v".to_vec(), ..Default::default() })
+        .await
+        .expect_err("less than a quorum must not write");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    cluster.start_all();
+    let (seen, _) = keys(&cluster.members[killed[0]], "q/", false).await;
+    assert!(
+        seen.contains("q/quorum") && seen.len() == n + 1 + usize::from(seen.contains("q/minority")),
+        "{seen:?}"
+    );
+    assert_same_history(&cluster).await;
+}
+
+/// Leases in a cluster: granted and kept alive through a follower, expired by the leader
+/// through the log on every member, and surviving a leader change with a renewed TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_kept_alive_through_followers_and_expire_everywhere() {
+    use rkv_proto::etcdserverpb::{
+        lease_client::LeaseClient, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseTimeToLiveRequest,
+    };
+    let dir = tempdir();
+    let mut cluster = Cluster::start(dir.path(), 3);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut leases = LeaseClient::new(channel(&cluster.members[follower]).await);
+    let grant = |id, ttl| LeaseGrantRequest { id, ttl };
+    leases.lease_grant(grant(1, 3)).await.unwrap_or_else(|e| panic!("{e}"));
+    leases.lease_grant(grant(2, 3)).await.unwrap_or_else(|e| panic!("{e}"));
+    for (key, lease) in [("l/short", 1), ("l/kept", 2)] {
+        let put =
+            PutRequest { key: key.as_bytes().to_vec(), value: b"v".to_vec(), lease, ..Default::default() };
+        kv(&cluster.members[follower]).await.put(put).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Keep lease 2 alive through the follower for longer than its TTL; lease 1 expires.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers = leases
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tx.send(LeaseKeepAliveRequest { id: 2 }).await.unwrap_or_else(|e| panic!("{e}"));
+        let answer =
+            answers.message().await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("end"));
+        assert_eq!(answer.ttl, 3, "a kept-alive lease is renewed to its TTL");
+        let mut gone = true;
+        for m in &cluster.members {
+            gone &= !keys(m, "l/", false).await.0.contains("l/short");
+        }
+        if gone {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lease 1 never expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for m in &cluster.members {
+        assert!(
+            keys(m, "l/", false).await.0.contains("l/kept"),
+            "kept-alive lease's key on {}",
+            m.endpoint()
+        );
+    }
+    let ttl = leases
+        .lease_time_to_live(LeaseTimeToLiveRequest { id: 1, keys: false })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    assert_eq!(ttl.ttl, -1, "expired lease");
+    drop(tx);
+    // A new leader renews every lease: lease 2 outlives the old leader's deadline.
+    cluster.members[leader].kill9();
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    let left = LeaseClient::new(channel(&cluster.members[new_leader]).await)
+        .lease_time_to_live(LeaseTimeToLiveRequest { id: 2, keys: true })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner();
+    assert!(left.ttl > 0 && left.keys == vec![b"l/kept".to_vec()], "{left:?}");
+    cluster.start_all();
+    assert_same_history(&cluster).await;
+}

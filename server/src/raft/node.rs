@@ -41,7 +41,9 @@ pub struct RaftNode {
 /// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
 /// did not leave this member, or the receiver refused it as not the leader.
 fn never_sent(status: &tonic::Status) -> bool {
+    // tonic's wording for a connection that could not be made, before any request bytes.
     status.message().starts_with("Service was not ready")
+        || status.message() == "tcp connect error"
         || (status.code() == tonic::Code::FailedPrecondition && status.message() == super::peer::NOT_LEADER)
 }
 
