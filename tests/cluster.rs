@@ -69,9 +69,18 @@ async fn assert_same_history(cluster: &Cluster) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_reads_and_watches_on_any_member() {
+async fn three_members_write_read_and_watch_on_any_member() {
+    writes_reads_and_watches_on_any_member(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_write_read_and_watch_on_any_member() {
+    writes_reads_and_watches_on_any_member(5).await;
+}
+
+async fn writes_reads_and_watches_on_any_member(n: usize) {
     let dir = tempdir();
-    let cluster = Cluster::start(dir.path(), 3);
+    let cluster = Cluster::start(dir.path(), n);
     let mut watches = Vec::new();
     for m in &cluster.members {
         let w = WatchConn::open(m).await;
@@ -127,7 +136,7 @@ async fn writes_reads_and_watches_on_any_member() {
     let list = etcdctl(&cluster.members[0], &["--endpoints", &all, "member", "list"], None);
     assert_eq!(list.code, 0, "{list:?}");
     let lines: Vec<&str> = list.stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{list:?}");
+    assert_eq!(lines.len(), n, "{list:?}");
     for (i, m) in cluster.members.iter().enumerate() {
         assert!(
             lines
@@ -141,7 +150,7 @@ async fn writes_reads_and_watches_on_any_member() {
         etcdctl(&cluster.members[0], &["--endpoints", &all, "endpoint", "status", "--cluster"], None);
     assert_eq!(status.code, 0, "{status:?}");
     let leaders = status.stdout.lines().filter(|l| l.split(", ").nth(4) == Some("true")).count();
-    assert_eq!((status.stdout.lines().count(), leaders), (3, 1), "{status:?}");
+    assert_eq!((status.stdout.lines().count(), leaders), (n, 1), "{status:?}");
     for m in &cluster.members {
         let got = etcdctl(m, &["get", "k/07", "--print-value-only"], None);
         assert_eq!(got.stdout, "v\n", "get through {}", m.endpoint());
@@ -198,7 +207,7 @@ async fn wait_acked(acked: &Arc<Mutex<Vec<String>>>, at_least: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
-    let cycles: usize = std::env::var("RKV_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let cycles: usize = std::env::var("RKV_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let dir = tempdir();
     let mut cluster = Cluster::start(dir.path(), 3);
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
@@ -365,6 +374,10 @@ async fn member_add_learner_promote_and_remove_the_leader() {
     cluster.start_all();
     let want: BTreeSet<String> = (0..200).map(|i| format!("a/{i:03}")).collect();
     assert_eq!(keys(&cluster.members[new], "a/", true).await.0, want);
+    assert!(
+        cluster.members[new].log_text().contains("installed raft snapshot from the leader"),
+        "the new member catches up through a snapshot"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let promoted = etcdctl(&cluster.members[2], &["member", "promote", &id], None);
@@ -534,7 +547,9 @@ async fn a_quorum_of_five_survives_two_failures_but_not_three() {
     client
         .put(PutRequest { key: b"q/quorum".to_vec(), value: b"v".to_vec(), ..Default::default() })
         .await
-        .unwrap_or_else(|e| panic!("a bare quorum must write: {e}\n{}", cluster.members[survivor].log_text()));
+        .unwrap_or_else(|e| {
+            panic!("a bare quorum must write: {e}\n{}", cluster.members[survivor].log_text())
+        });
     let one_more = (0..n).find(|i| !killed.contains(i) && *i != survivor).unwrap_or_else(|| panic!("none"));
     cluster.members[one_more].kill9();
     let err = client
