@@ -248,3 +248,34 @@ fn member_list_like_etcd() {
         assert_eq!(rctl(&rkv, &args, None), on_rkv, "rctl (left) vs etcdctl (right): -w {w}");
     }
 }
+
+/// `snapshot save` through etcdctl 3.5 and through rctl write the same file: rkv's snapshot
+/// followed by etcd's SHA-256 trailer over it.
+#[test]
+fn snapshot_save_with_etcdctl_and_rctl() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    for i in 0..50 {
+        let put = etcdctl(&rkv, &["put", &format!("s/{i:02}"), &"v".repeat(i * 100)], None);
+        assert_eq!(put.code, 0, "{put:?}");
+    }
+    let by_etcdctl = dir.path().join("etcdctl.snap");
+    let by_rctl = dir.path().join("rctl.snap");
+    let saved = etcdctl(&rkv, &["snapshot", "save", &by_etcdctl.display().to_string()], None);
+    assert_eq!(saved.code, 0, "{saved:?}");
+    assert_eq!(saved.stdout, format!("Snapshot saved at {}\n", by_etcdctl.display()));
+    let saved = rctl(&rkv, &["snapshot", "save", &by_rctl.display().to_string()], None);
+    assert_eq!(saved.code, 0, "{saved:?}");
+    assert_eq!(saved.stdout, format!("Snapshot saved at {}\n", by_rctl.display()));
+    let (a, b) =
+        (std::fs::read(&by_etcdctl).unwrap_or_default(), std::fs::read(&by_rctl).unwrap_or_default());
+    assert!(a.len() > 5000 && a == b, "same state, same file ({} vs {} bytes)", a.len(), b.len());
+    assert!(a.starts_with(b"RKVSNAP1"));
+    assert!(!dir.path().join("rctl.snap.part").exists());
+    // One endpoint only, as etcdctl requires.
+    let two = format!("{},{}", rkv.endpoint(), rkv.endpoint());
+    let args = ["--endpoints", two.as_str(), "snapshot", "save", "x.db"];
+    let (want, got) = (etcdctl(&rkv, &args, None), rctl(&rkv, &args, None));
+    assert_eq!(want.code, 5, "{want:?}");
+    assert_eq!(want, got);
+}

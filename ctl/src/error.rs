@@ -9,6 +9,7 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_BAD_CONNECTION: u8 = 2;
 pub const EXIT_INVALID_INPUT: u8 = 3;
 pub const EXIT_BAD_FEATURE: u8 = 4;
+pub const EXIT_INTERRUPTED: u8 = 5;
 pub const EXIT_BAD_ARGS: u8 = 128;
 
 #[derive(Debug)]

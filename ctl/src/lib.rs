@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: command::member::MemberCommand,
     },
+    /// Manages etcd node snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: command::snapshot::SnapshotCommand,
+    },
     /// Watches events stream on keys or prefixes.
     Watch(command::watch::WatchArgs),
     /// Lease related commands.
@@ -318,6 +323,11 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                     }
                 }
             }
+        }
+        Command::Snapshot { command } => {
+            let mut c = tri!(client());
+            c.command_timeout = Duration::from_secs(u32::MAX as u64);
+            tri!(command::snapshot::run(command, &cli.endpoints, &c, &mut out).await);
         }
         Command::Member { command } => {
             let c = tri!(client());

@@ -3,8 +3,10 @@
 //! are too far behind for the log.
 //!
 //! Format: `RKVSNAP1`, then records `[cf u8][key len u32][key][value len u32][value]`, then
-//! `[0xFF][record count u64][crc32c u32]`, the CRC covering every byte before it. Integers are
-//! big-endian. An import checks everything before it changes anything.
+//! `[0xFF][record count u64][crc32c u32]`, the CRC covering every byte before it, then zeros up
+//! to a multiple of 512 bytes (etcdctl 3.5 accepts a snapshot only if its size without the
+//! SHA-256 trailer is a multiple of 512, as bbolt files are). Integers are big-endian. An
+//! import checks everything before it changes anything.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 
@@ -19,6 +21,7 @@ const END: u8 = 0xFF;
 /// The column families that make up the state machine, by their record tag.
 const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_CLUSTER];
 const IMPORT_BATCH_BYTES: usize = 4 << 20;
+const ALIGN: u64 = 512;
 
 fn corrupt(detail: impl Into<String>) -> StorageError {
     StorageError::Corrupt(format!("snapshot: {}", detail.into()))
@@ -32,12 +35,14 @@ fn io(e: std::io::Error) -> StorageError {
 struct Crc<W> {
     inner: W,
     crc: u32,
+    len: u64,
 }
 
 impl<W: Write> Write for Crc<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
         Ok(n)
     }
 
@@ -50,6 +55,7 @@ impl<R: Read> Read for Crc<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.len += n as u64;
         Ok(n)
     }
 }
@@ -59,7 +65,7 @@ impl Store {
     /// `cluster_key` had at that same point (the applied position the copy corresponds to).
     pub fn export_snapshot(&self, out: impl Write, cluster_key: &[u8]) -> Result<Option<Vec<u8>>> {
         let snap = self.db.snapshot();
-        let mut w = Crc { inner: BufWriter::new(out), crc: 0 };
+        let mut w = Crc { inner: BufWriter::new(out), crc: 0, len: 0 };
         w.write_all(MAGIC).map_err(io)?;
         let mut records = 0u64;
         for (tag, name) in STATE_CFS.iter().enumerate() {
@@ -78,6 +84,9 @@ impl Store {
         w.write_all(&records.to_be_bytes()).map_err(io)?;
         let crc = w.crc;
         w.inner.write_all(&crc.to_be_bytes()).map_err(io)?;
+        let len = w.len + 4;
+        let pad = (ALIGN - len % ALIGN) % ALIGN;
+        w.inner.write_all(&vec![0u8; pad as usize]).map_err(io)?;
         w.inner.flush().map_err(io)?;
         Ok(snap.get_cf(self.cf(CF_CLUSTER)?, cluster_key)?)
     }
@@ -132,7 +141,7 @@ impl Store {
 }
 
 fn read_records(input: impl Read, mut each: impl FnMut(u8, &[u8], &[u8]) -> Result<()>) -> Result<u64> {
-    let mut r = Crc { inner: BufReader::new(input), crc: 0 };
+    let mut r = Crc { inner: BufReader::new(input), crc: 0, len: 0 };
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic).map_err(|_| corrupt("too short"))?;
     if &magic != MAGIC {
@@ -166,7 +175,10 @@ fn read_records(input: impl Read, mut each: impl FnMut(u8, &[u8], &[u8]) -> Resu
     if u32::from_be_bytes(crc) != expected_crc {
         return Err(corrupt("checksum mismatch"));
     }
-    if r.inner.read(&mut [0u8; 1]).map_err(io)? != 0 {
+    let mut rest = Vec::new();
+    (&mut r.inner).take(ALIGN).read_to_end(&mut rest).map_err(io)?;
+    let len = r.len + 4 + rest.len() as u64;
+    if !len.is_multiple_of(ALIGN) || rest.len() as u64 >= ALIGN || rest.iter().any(|b| *b != 0) {
         return Err(corrupt("trailing bytes"));
     }
     Ok(records)

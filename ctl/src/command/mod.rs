@@ -2,5 +2,6 @@ pub mod endpoint;
 pub mod kv;
 pub mod lease;
 pub mod member;
+pub mod snapshot;
 pub mod txn;
 pub mod watch;

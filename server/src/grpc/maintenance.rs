@@ -1,5 +1,5 @@
-//! The Maintenance service: Status and the alarm list today; hashes, defragment, snapshot and
-//! leadership transfer answer `Unimplemented` until the snapshot/maintenance work lands.
+//! The Maintenance service: Status, the alarm list, HashKV, Defragment and Snapshot; Hash,
+//! alarm changes, leadership transfer and downgrade answer `Unimplemented` until they land.
 
 use rkv_proto::etcdserverpb::{
     alarm_request::AlarmAction, maintenance_server::Maintenance, AlarmRequest, AlarmResponse,
@@ -7,12 +7,52 @@ use rkv_proto::etcdserverpb::{
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
     SnapshotResponse, StatusRequest, StatusResponse,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::error::ServerError;
 use crate::version::ETCD_API_VERSION;
+
+/// etcd's `snapshotSendBufferSize`.
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
+static SNAPSHOT_SAVES: AtomicU64 = AtomicU64::new(0);
+
+/// Sends the file in chunks, then the SHA-256 of what was sent (etcd's trailer).
+fn stream_snapshot(mut file: std::fs::File, tx: tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>) {
+    use sha2::Digest;
+    use std::io::Read;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut sent = 0u64;
+    let mut hash = sha2::Sha256::new();
+    while sent < total {
+        let mut buf = vec![0u8; SNAPSHOT_CHUNK.min((total - sent) as usize)];
+        if let Err(e) = file.read_exact(&mut buf) {
+            let _ = tx.blocking_send(Err(Status::internal(format!("etcdserver: snapshot read: {e}"))));
+            return;
+        }
+        sent += buf.len() as u64;
+        hash.update(&buf);
+        let resp = SnapshotResponse {
+            header: None,
+            remaining_bytes: total - sent,
+            blob: buf,
+            version: String::new(),
+        };
+        if tx.blocking_send(Ok(resp)).is_err() {
+            return;
+        }
+    }
+    let trailer = SnapshotResponse {
+        header: None,
+        remaining_bytes: 0,
+        blob: hash.finalize().to_vec(),
+        version: String::new(),
+    };
+    let _ = tx.blocking_send(Ok(trailer));
+}
 
 pub struct MaintenanceService {
     shared: Shared,
@@ -113,8 +153,36 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 
+    /// A point-in-time copy of the store (rkv's snapshot format), streamed in 32 KiB chunks
+    /// with the bytes still to come, then etcd's integrity trailer: a last message holding the
+    /// SHA-256 of everything sent. Writes go on meanwhile: the copy reads a RocksDB snapshot.
     async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("snapshot"))
+        let store = self.shared.store.clone();
+        let dir = self.shared.config.data_dir.join("snap");
+        let path = dir.join(format!("save-{}.tmp", SNAPSHOT_SAVES.fetch_add(1, Ordering::Relaxed)));
+        let file = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || -> Result<std::fs::File, ServerError> {
+                let io = |e: std::io::Error| {
+                    ServerError::Storage(rkv_storage::StorageError::Io {
+                        path: path.display().to_string(),
+                        source: e,
+                    })
+                };
+                std::fs::create_dir_all(&dir).map_err(io)?;
+                let out = std::fs::File::create(&path).map_err(io)?;
+                store.export_snapshot(&out, b"")?;
+                let file = std::fs::File::open(&path).map_err(io)?;
+                // The open handle keeps the data; the name goes now so nothing is left behind.
+                let _ = std::fs::remove_file(&path);
+                Ok(file)
+            })
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))??
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || stream_snapshot(file, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn move_leader(

@@ -1,0 +1,85 @@
+//! `snapshot save`: a member's snapshot streamed into a file, as etcdctl 3.5 saves one.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use rkv_proto::etcdserverpb::SnapshotRequest;
+use sha2::{Digest, Sha256};
+
+use crate::client::Client;
+use crate::error::{status_message, CtlError, EXIT_INTERRUPTED};
+use crate::print::Out;
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Stores an etcd node backend snapshot to a given file.
+    Save {
+        /// The file to write.
+        filename: Option<PathBuf>,
+    },
+}
+
+/// etcdctl 3.5 exits with its "interrupted" code when a snapshot save fails.
+fn fail(e: impl std::fmt::Display) -> CtlError {
+    CtlError::new(EXIT_INTERRUPTED, e.to_string())
+}
+
+/// etcd ends the stream with the SHA-256 of everything before it; check it before the file
+/// takes its name, so that a partial or damaged download never looks like a snapshot.
+pub fn check_trailer(bytes_hash: Sha256, trailer: &[u8]) -> Result<(), CtlError> {
+    if bytes_hash.finalize().as_slice() != trailer {
+        return Err(fail("snapshot file integrity check failed (sha256 mismatch)"));
+    }
+    Ok(())
+}
+
+pub async fn run(
+    command: SnapshotCommand,
+    endpoints: &[String],
+    c: &Client,
+    out: &mut Out,
+) -> Result<(), CtlError> {
+    match command {
+        SnapshotCommand::Save { filename } => {
+            let path = filename.ok_or_else(|| CtlError::bad_args("snapshot save expects one argument"))?;
+            if endpoints.len() != 1 {
+                return Err(fail(format!(
+                    "snapshot must be requested to one selected node, not multiple [{}]",
+                    endpoints.join(" ")
+                )));
+            }
+            let part = PathBuf::from(format!("{}.part", path.display()));
+            let mut file = std::fs::File::create(&part).map_err(fail)?;
+            let mut stream = c.call(|| async { c.maintenance().snapshot(SnapshotRequest {}).await }).await?;
+            let mut hash = Sha256::new();
+            let mut last: Vec<u8> = Vec::new();
+            loop {
+                match stream.message().await {
+                    Ok(Some(chunk)) => {
+                        // The trailer is the last message; everything before it is hashed.
+                        if !last.is_empty() {
+                            hash.update(&last);
+                        }
+                        file.write_all(&chunk.blob).map_err(fail)?;
+                        last = chunk.blob;
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = std::fs::remove_file(&part);
+                        return Err(fail(status_message(&status)));
+                    }
+                }
+            }
+            if let Err(e) = check_trailer(hash, &last) {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+            file.sync_all().map_err(fail)?;
+            drop(file);
+            std::fs::rename(&part, &path).map_err(fail)?;
+            out.line(&format!("Snapshot saved at {}", path.display()));
+        }
+    }
+    Ok(())
+}
