@@ -272,6 +272,20 @@ fn snapshot_save_with_etcdctl_and_rctl() {
     assert!(a.len() > 5000 && a == b, "same state, same file ({} vs {} bytes)", a.len(), b.len());
     assert!(a.starts_with(b"RKVSNAP1"));
     assert!(!dir.path().join("rctl.snap.part").exists());
+    // What etcdctl saved, rctl restores (etcd's defaults for name and URLs).
+    let restored_dir = dir.path().join("restored");
+    std::fs::create_dir_all(&restored_dir).unwrap_or_else(|e| panic!("{e}"));
+    let data = restored_dir.join("data").display().to_string();
+    let run =
+        rctl(&rkv, &["snapshot", "restore", &by_etcdctl.display().to_string(), "--data-dir", &data], None);
+    assert_eq!(run.code, 0, "{run:?}");
+    let restored = Rkv::start_with(&restored_dir, &[]);
+    let count = etcdctl(&restored, &["get", "s/", "--prefix", "--count-only", "-w", "fields"], None);
+    assert!(count.stdout.contains("\"Count\" : 50"), "{count:?}");
+    assert_eq!(
+        etcdctl(&restored, &["get", "s/49", "--print-value-only"], None).stdout,
+        format!("{}\n", "v".repeat(4900))
+    );
     // One endpoint only, as etcdctl requires.
     let two = format!("{},{}", rkv.endpoint(), rkv.endpoint());
     let args = ["--endpoints", two.as_str(), "snapshot", "save", "x.db"];

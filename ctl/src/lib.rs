@@ -324,6 +324,10 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                 }
             }
         }
+        Command::Snapshot { command: command::snapshot::SnapshotCommand::Restore(args) } => {
+            let command = command::snapshot::SnapshotCommand::Restore(args);
+            tri!(command::snapshot::run_offline(command, &mut out));
+        }
         Command::Snapshot { command } => {
             let mut c = tri!(client());
             c.command_timeout = Duration::from_secs(u32::MAX as u64);

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod lease;
 mod member;
 pub mod raft;
+pub mod restore;
 mod status;
 pub mod version;
 pub mod watch;

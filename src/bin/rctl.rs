@@ -1,5 +1,36 @@
-//! `rctl`: etcdctl's commands against rkv or etcd.
+//! `rctl`: etcdctl's commands against rkv or etcd. `snapshot restore` builds an rkv data dir,
+//! so this binary hands the storage layer's restore to the command-line library.
+
+use rctl::command::snapshot::{set_restorer, RestoreArgs};
+
+fn restore(args: &RestoreArgs) -> Result<String, String> {
+    let snapshot = args.filename.clone().ok_or("snapshot restore requires exactly one argument")?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("{}.rkv", args.name).into());
+    let req = rkv_server::restore::RestoreRequest {
+        snapshot,
+        name: args.name.clone(),
+        data_dir: data_dir.clone(),
+        initial_cluster: args.initial_cluster.clone(),
+        initial_cluster_token: args.initial_cluster_token.clone(),
+        initial_advertise_peer_urls: args
+            .initial_advertise_peer_urls
+            .split(',')
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        skip_hash_check: args.skip_hash_check,
+    };
+    let restored = rkv_server::restore::restore(&req)?;
+    Ok(format!(
+        "restored snapshot at revision {} into {} (member {:x}, cluster {:x})",
+        restored.revision,
+        data_dir.display(),
+        restored.member_id,
+        restored.cluster_id
+    ))
+}
 
 fn main() -> std::process::ExitCode {
+    set_restorer(restore);
     rctl::main()
 }

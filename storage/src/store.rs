@@ -289,6 +289,21 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_CLUSTER)?, key)?)
     }
 
+    /// Deletes the server layer's state (synced): a restored snapshot starts a new cluster, with
+    /// none of the raft position or members of the cluster it was taken from.
+    pub fn clear_cluster_state(&self) -> Result<()> {
+        let cf = self.cf(CF_CLUSTER)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item?;
+            batch.delete_cf(cf, k);
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+
     /// Every value of the server layer's state whose key starts with `prefix`, in key order.
     pub fn cluster_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cf = self.cf(CF_CLUSTER)?;

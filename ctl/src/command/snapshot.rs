@@ -18,6 +18,42 @@ pub enum SnapshotCommand {
         /// The file to write.
         filename: Option<PathBuf>,
     },
+    /// Restores a member's data directory from a snapshot, for a new cluster.
+    Restore(RestoreArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The snapshot file.
+    pub filename: Option<PathBuf>,
+    /// Path to the data directory (default: <name>.rkv).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// Initial cluster configuration for restore bootstrap.
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+    /// Initial cluster token for the etcd cluster during restore bootstrap.
+    #[arg(long, default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+    /// Ignore snapshot integrity hash value (required if copied from data directory).
+    #[arg(long)]
+    pub skip_hash_check: bool,
+}
+
+/// Builds a data dir from a snapshot; the `rctl` binary supplies it (it needs the storage
+/// layer, which this crate does not depend on).
+pub type Restorer = fn(&RestoreArgs) -> Result<String, String>;
+
+static RESTORER: std::sync::OnceLock<Restorer> = std::sync::OnceLock::new();
+
+pub fn set_restorer(restorer: Restorer) {
+    let _ = RESTORER.set(restorer);
 }
 
 /// etcdctl 3.5 exits with its "interrupted" code when a snapshot save fails.
@@ -31,6 +67,20 @@ pub fn check_trailer(bytes_hash: Sha256, trailer: &[u8]) -> Result<(), CtlError>
     if bytes_hash.finalize().as_slice() != trailer {
         return Err(fail("snapshot file integrity check failed (sha256 mismatch)"));
     }
+    Ok(())
+}
+
+/// The snapshot commands that need no server.
+pub fn run_offline(command: SnapshotCommand, out: &mut Out) -> Result<(), CtlError> {
+    let SnapshotCommand::Restore(args) = command else {
+        return Ok(());
+    };
+    if args.filename.is_none() {
+        return Err(CtlError::bad_args("snapshot restore requires exactly one argument"));
+    }
+    let restorer = RESTORER.get().ok_or_else(|| fail("snapshot restore is not built into this rctl"))?;
+    let message = restorer(&args).map_err(|e| CtlError::new(crate::error::EXIT_ERROR, e))?;
+    out.line(&message);
     Ok(())
 }
 
@@ -80,6 +130,7 @@ pub async fn run(
             std::fs::rename(&part, &path).map_err(fail)?;
             out.line(&format!("Snapshot saved at {}", path.display()));
         }
+        restore @ SnapshotCommand::Restore(_) => run_offline(restore, out)?,
     }
     Ok(())
 }
