@@ -15,7 +15,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use common::{channel, tempdir, Etcd, Rkv, Server};
+use common::{channel, http_get, tempdir, Etcd, Rkv, Server};
 
 async fn kv(server: &impl Server) -> KvClient<Channel> {
     KvClient::new(channel(server).await).max_encoding_message_size(64 << 20)
@@ -215,16 +215,6 @@ async fn garbage_bytes_do_not_hurt_the_server() {
     r.put(put("still", b"serving".to_vec())).await.unwrap_or_else(|e| panic!("server stopped serving: {e}"));
 }
 
-fn http_get(server: &impl Server, path: &str) -> String {
-    let mut s = TcpStream::connect(server.endpoint()).unwrap_or_else(|e| panic!("{e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 #[test]
 fn http_health_and_version_on_the_client_port() {
     let dir = tempdir();
@@ -232,6 +222,10 @@ fn http_health_and_version_on_the_client_port() {
     let health = http_get(&rkv, "/health");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.ends_with(r#"{"health":"true","reason":""}"#), "{health}");
+    for probe in ["/livez", "/readyz"] {
+        let answer = http_get(&rkv, probe);
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\nok"), "{probe}: {answer}");
+    }
     let version = http_get(&rkv, "/version");
     assert!(version.ends_with(r#"{"etcdserver":"3.5.21","etcdcluster":"3.5.0"}"#), "{version}");
 }

@@ -287,14 +287,20 @@ async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
         .await
         .expect_err("a minority must not serve a linearizable read");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    // Bounded: etcd's request timeout is 7s with default flags; two calls.
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let health = common::http_get(&cluster.members[alone], "/health");
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    let ready = common::http_get(&cluster.members[alone], "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("[-]linearizable_read failed"), "{ready}");
+    // Bounded: etcd's request timeout is 7s with default flags; two calls (and the probes).
+    assert!(started.elapsed() < Duration::from_secs(35), "{:?}", started.elapsed());
     let local = client
         .range(RangeRequest { key: b"before".to_vec(), serializable: true, ..Default::default() })
         .await
         .unwrap_or_else(|e| panic!("serializable read on a minority: {e}"))
         .into_inner();
     assert_eq!(local.kvs.len(), 1);
+    let (seen, _) = keys(&cluster.members[alone], "\0", true).await;
+    assert!(!seen.contains("during"), "nothing unacknowledged is visible on the minority: {seen:?}");
     cluster.pause(leader, false);
     cluster.pause(other, false);
     kv(&cluster.members[other])
@@ -303,7 +309,9 @@ async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (seen, _) = keys(&cluster.members[alone], "\0", false).await;
-    assert!(seen.contains("after") && !seen.contains("during"), "{seen:?}");
+    // "during" timed out, an unknown outcome as in etcd: a forwarded proposal that reached the
+    // paused leader's socket may commit once it resumes. Only acknowledged writes are promised.
+    assert!(seen.contains("after") && seen.contains("before"), "{seen:?}");
     assert_same_history(&cluster).await;
 }
 

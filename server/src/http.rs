@@ -1,5 +1,5 @@
 //! HTTP/1.1 endpoints served on the client URLs next to gRPC, as etcd does: `/health` and
-//! `/version` (the JSON bodies etcd returns).
+//! `/version` (the JSON bodies etcd returns), and etcd 3.5.11's `/livez` and `/readyz`.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -10,29 +10,81 @@ use crate::grpc::Shared;
 use crate::version::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
 pub fn router(shared: Shared) -> Router {
+    let (live, ready) = (shared.clone(), shared.clone());
     Router::new()
         .route(
             "/health",
             get(move || {
                 let shared = shared.clone();
-                async move { health(&shared) }
+                async move { health(&shared).await }
+            }),
+        )
+        .route(
+            "/livez",
+            get(move || {
+                let shared = live.clone();
+                async move { probe("livez", check_serializable(&shared)) }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let shared = ready.clone();
+                async move {
+                    let checks = match check_serializable(&shared) {
+                        Err(e) => Err(e),
+                        Ok(()) => linearizable_read(&shared).await.map_err(|e| ("linearizable_read", e)),
+                    };
+                    probe("readyz", checks)
+                }
             }),
         )
         .route("/version", get(version))
+}
+
+/// A ReadIndex bounded by two election timeouts: a probe answers quickly, unlike a client
+/// request that may wait out an election.
+async fn linearizable_read(shared: &Shared) -> Result<(), String> {
+    if shared.node.leader().is_none() {
+        return Err(crate::error::ServerError::NoLeader.to_string());
+    }
+    let limit = 2 * shared.config.election_timeout;
+    match tokio::time::timeout(limit, shared.node.linearizable_barrier()).await {
+        Err(_) => Err(crate::error::ServerError::Timeout.to_string()),
+        Ok(result) => result.map_err(|e| e.to_string()),
+    }
+}
+
+fn check_serializable(shared: &Shared) -> Result<(), (&'static str, String)> {
+    shared.store.current_revision().map(|_| ()).map_err(|e| ("serializable_read", e.to_string()))
+}
+
+/// The Kubernetes-style probe answer etcd gives: "ok", or the failed check and why.
+fn probe(name: &str, result: Result<(), (&'static str, String)>) -> impl IntoResponse {
+    match result {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err((check, why)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("[-]{check} failed: {why}\n{name} check failed"))
+        }
+    }
 }
 
 fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
-fn health(shared: &Shared) -> impl IntoResponse {
-    match shared.store.current_revision() {
-        Ok(_) => json(StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string()),
-        Err(e) => json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(r#"{{"health":"false","reason":"{}"}}"#, e.to_string().replace('"', "'")),
-        ),
+/// etcd's `/health`: a leader, then a read through raft (a linearizable one).
+async fn health(shared: &Shared) -> impl IntoResponse {
+    let unhealthy = |reason: &str| {
+        json(StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
+    };
+    if shared.node.leader().is_none() {
+        return unhealthy("RAFT NO LEADER");
     }
+    if shared.store.current_revision().is_err() || linearizable_read(shared).await.is_err() {
+        return unhealthy("QGET ERROR");
+    }
+    json(StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string())
 }
 
 async fn version() -> impl IntoResponse {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -315,6 +315,17 @@ pub fn etcdctl(server: &dyn Server, args: &[&str], stdin: Option<&str>) -> CliRu
 
 pub fn rctl(server: &dyn Server, args: &[&str], stdin: Option<&str>) -> CliRun {
     run_cli(env!("CARGO_BIN_EXE_rctl"), &server.endpoint(), args, stdin)
+}
+
+/// A plain HTTP/1.1 GET on a server's client port; the whole answer, headers included.
+pub fn http_get(server: &impl Server, path: &str) -> String {
+    let mut s = TcpStream::connect(server.endpoint()).unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 pub fn tempdir() -> tempfile::TempDir {
