@@ -36,7 +36,7 @@ impl RaftNode {
     /// it is committed.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<()> {
         let deadline = self.request_deadline();
-        let leader = self.wait_leader_until(deadline).await?;
+        let leader = self.wait_leader(deadline).await?;
         if leader == self.id {
             return self.change_membership_local(change).await;
         }

@@ -70,12 +70,6 @@ impl RaftNode {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
 
-    /// The raft index of the last log entry and of the last applied one.
-    pub fn indexes(&self) -> (u64, u64) {
-        let m = self.raft.metrics().borrow().clone();
-        (m.last_log_index.unwrap_or(0), m.last_applied.map(|l| l.index).unwrap_or(0))
-    }
-
     pub(crate) fn peer(&self, id: u64) -> Result<PeerClient<Channel>> {
         let node = {
             let metrics = self.raft.metrics().borrow().clone();
@@ -95,12 +89,8 @@ impl RaftNode {
         Ok(client)
     }
 
-    pub(crate) async fn wait_leader_until(&self, deadline: Instant) -> Result<u64> {
-        self.wait_leader(deadline).await
-    }
-
     /// Waits for a leader (possibly this member) until `deadline`.
-    async fn wait_leader(&self, deadline: Instant) -> Result<u64> {
+    pub(crate) async fn wait_leader(&self, deadline: Instant) -> Result<u64> {
         let mut metrics = self.raft.metrics();
         let found = timeout_at(deadline, async {
             loop {
@@ -116,7 +106,7 @@ impl RaftNode {
         found.unwrap_or(Err(ServerError::NoLeader))
     }
 
-    /// A client client for the leader, waiting for one to be elected.
+    /// A peer client for the leader (None when this member leads), waiting for an election.
     pub async fn leader_client(&self) -> Result<Option<PeerClient<Channel>>> {
         let deadline = Instant::now() + self.request_timeout;
         let leader = self.wait_leader(deadline).await?;
