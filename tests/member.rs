@@ -180,3 +180,56 @@ async fn writes_over_quota_are_refused() {
     let del = rkv_proto::etcdserverpb::DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() };
     kv.delete_range(del).await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Over quota, a write raises etcd's NOSPACE alarm through the log: every write that adds data
+/// is refused until `alarm disarm`, while reads, deletes and compaction go on. etcdctl 3.5 and
+/// rctl list and disarm it alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nospace_alarm_holds_writes_until_disarmed() {
+    use common::{etcdctl, rctl};
+    let dir = tempdir();
+    let rkv = Rkv::start_with(dir.path(), &["--quota-backend-bytes=65536"]);
+    let big = "x".repeat(16 * 1024);
+    let mut refused = None;
+    for i in 0..400 {
+        let put = etcdctl(&rkv, &["put", &format!("big/{i:03}"), &big], None);
+        if put.code != 0 {
+            refused = Some(put);
+            break;
+        }
+    }
+    let refused = refused.unwrap_or_else(|| panic!("the quota was never reached"));
+    assert_eq!(refused.stderr, "Error: etcdserver: mvcc: database space exceeded\n", "{refused:?}");
+    let listed = etcdctl(&rkv, &["alarm", "list"], None);
+    let id = u64::from_str_radix(&rkv_member_id(&rkv), 16).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.stdout, format!("memberID:{id} alarm:NOSPACE \n"), "{listed:?}");
+    assert_eq!(listed, rctl(&rkv, &["alarm", "list"], None));
+    // Small writes are refused too while the alarm is active; deletes and reads are not.
+    let small = etcdctl(&rkv, &["put", "small", "1"], None);
+    assert_eq!(small.stderr, "Error: etcdserver: mvcc: database space exceeded\n", "{small:?}");
+    let status = etcdctl(&rkv, &["endpoint", "status", "-w", "json"], None);
+    assert!(status.stdout.contains("alarm:NOSPACE"), "{status:?}");
+    let health = common::http_get(&rkv, "/health");
+    assert!(
+        health.starts_with("HTTP/1.1 503")
+            && health.ends_with(r#"{"health":"false","reason":"ALARM NOSPACE"}"#),
+        "{health}"
+    );
+    let del = etcdctl(&rkv, &["del", "big/", "--prefix"], None);
+    assert_eq!(del.code, 0, "{del:?}");
+    let rev = etcdctl(&rkv, &["get", "big/000", "-w", "json"], None);
+    let rev =
+        rev.stdout.split("\"revision\":").nth(1).and_then(|r| r.split(',').next()).unwrap_or("0").to_string();
+    assert_eq!(etcdctl(&rkv, &["compaction", "--physical", &rev], None).code, 0);
+    assert_eq!(etcdctl(&rkv, &["defrag"], None).code, 0);
+    let disarmed = rctl(&rkv, &["alarm", "disarm"], None);
+    assert_eq!(disarmed.stdout, format!("memberID:{id} alarm:NOSPACE \n"), "{disarmed:?}");
+    assert_eq!(etcdctl(&rkv, &["alarm", "list"], None).stdout, "");
+    let after = etcdctl(&rkv, &["put", "small", "1"], None);
+    assert_eq!(after.code, 0, "writes resume once disarmed and back under quota: {after:?}");
+}
+
+fn rkv_member_id(rkv: &Rkv) -> String {
+    let status = common::etcdctl(rkv, &["endpoint", "status"], None);
+    status.stdout.split(", ").nth(1).unwrap_or_default().to_string()
+}

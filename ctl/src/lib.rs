@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: command::member::MemberCommand,
     },
+    /// Alarm related commands.
+    Alarm {
+        #[command(subcommand)]
+        command: command::alarm::AlarmCommand,
+    },
     /// Manages etcd node snapshots.
     Snapshot {
         #[command(subcommand)]
@@ -332,6 +337,10 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             let mut c = tri!(client());
             c.command_timeout = Duration::from_secs(u32::MAX as u64);
             tri!(command::snapshot::run(command, &cli.endpoints, &c, &mut out).await);
+        }
+        Command::Alarm { command } => {
+            let c = tri!(client());
+            tri!(command::alarm::run(command, &c, &mut out).await);
         }
         Command::Member { command } => {
             let c = tri!(client());

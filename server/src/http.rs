@@ -78,6 +78,10 @@ async fn health(shared: &Shared) -> impl IntoResponse {
     let unhealthy = |reason: &str| {
         json(StatusCode::SERVICE_UNAVAILABLE, format!(r#"{{"health":"false","reason":"{reason}"}}"#))
     };
+    if let Some(alarm) = shared.applier.alarms().first() {
+        let name = rkv_proto::etcdserverpb::AlarmType::try_from(alarm.alarm).map(|t| t.as_str_name());
+        return unhealthy(&format!("ALARM {}", name.unwrap_or("NONE")));
+    }
     if shared.node.leader().is_none() {
         return unhealthy("RAFT NO LEADER");
     }

@@ -318,9 +318,10 @@ async fn start_raft(
     .validate()
     .map_err(|e| StartError::Raft(e.to_string()))?;
     let on_install = {
-        let (store, lessor, hub) = (store.clone(), lessor.clone(), hub.clone());
+        let (store, lessor, hub, applier) = (store.clone(), lessor.clone(), hub.clone(), applier.clone());
         Arc::new(move || match (store.leases(), store.leased_keys(), store.current_revision()) {
             (Ok(leases), Ok(keys), Ok(rev)) => {
+                applier.reload_alarms();
                 lessor.reset(leases, keys);
                 hub.resync_all(rev);
             }
@@ -406,6 +407,20 @@ async fn publish(state: &MemberState) {
 }
 
 impl MemberState {
+    /// Raises this member's NOSPACE alarm through the log unless it is already active.
+    pub async fn raise_nospace(&self) {
+        use rkv_proto::etcdserverpb::{alarm_request::AlarmAction, AlarmRequest, AlarmType};
+        let id = self.identity.member_id;
+        let nospace = AlarmType::Nospace as i32;
+        if self.applier.alarms().iter().any(|a| a.member_id == id && a.alarm == nospace) {
+            return;
+        }
+        let raise = AlarmRequest { action: AlarmAction::Activate as i32, member_id: id, alarm: nospace };
+        if let Err(e) = self.node.propose(Command::Alarm(raise)).await {
+            warn!(error = %e, "cannot raise the NOSPACE alarm");
+        }
+    }
+
     /// The cluster's members as etcd lists them, sorted by ID: peer URLs from the raft
     /// membership, name and client URLs as each member published them.
     pub fn members(&self) -> Result<Vec<rkv_proto::etcdserverpb::Member>, ServerError> {

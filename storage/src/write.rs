@@ -119,6 +119,14 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Deletes a value of the server layer's state in this batch.
+    pub fn delete_cluster(&mut self, key: &[u8]) -> Result<()> {
+        let cf = self.store.cf(CF_CLUSTER)?;
+        self.batch.delete_cf(cf, key);
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Records a granted lease in this batch.
     pub fn put_lease(&mut self, id: i64, ttl: i64) -> Result<()> {
         let cf = self.store.cf(CF_LEASE)?;

@@ -1,3 +1,4 @@
+pub mod alarm;
 pub mod endpoint;
 pub mod kv;
 pub mod lease;

@@ -12,6 +12,8 @@ pub mod kv;
 use std::sync::Arc;
 use std::thread;
 
+use rkv_proto::etcdserverpb::alarm_request::AlarmAction;
+use rkv_proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType};
 use rkv_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest,
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader,
@@ -30,6 +32,7 @@ use kv::LeaseLookup;
 /// Where the server layer keeps its own applied state in the store's `cluster` space.
 pub const CLUSTER_RAFT_APPLIED: &[u8] = b"raft/applied";
 pub const CLUSTER_MEMBER_PREFIX: &[u8] = b"member/";
+pub const CLUSTER_ALARM_PREFIX: &[u8] = b"alarm/";
 
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -42,6 +45,8 @@ pub enum Command {
     LeaseRevoke(LeaseRevokeRequest),
     /// A member's name and client URLs (etcd publishes them through raft once it serves).
     Publish(MemberAttributes),
+    /// Raise or clear an alarm (etcd's AlarmRequest ACTIVATE/DEACTIVATE).
+    Alarm(AlarmRequest),
 }
 
 impl Command {
@@ -54,6 +59,7 @@ impl Command {
             Command::LeaseGrant(_) => "lease_grant",
             Command::LeaseRevoke(_) => "lease_revoke",
             Command::Publish(_) => "publish",
+            Command::Alarm(_) => "alarm",
         }
     }
 }
@@ -66,6 +72,7 @@ pub enum CommandResponse {
     Compact(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    Alarm(AlarmResponse),
     /// A command without a client-visible result (publish, or a raft entry with no command).
     Done,
 }
@@ -77,6 +84,28 @@ pub struct Applier {
     lessor: Arc<Lessor>,
     /// The newest revision whose physical compaction has finished on this member.
     compacted: watch::Sender<i64>,
+    /// Active alarms, (member ID, alarm type), as applied (the `alarm/` keys of the store).
+    alarms: std::sync::Mutex<std::collections::BTreeSet<(u64, i32)>>,
+}
+
+fn alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
+    let mut key = CLUSTER_ALARM_PREFIX.to_vec();
+    key.extend_from_slice(&member_id.to_be_bytes());
+    key.extend_from_slice(&alarm.to_be_bytes());
+    key
+}
+
+fn load_alarms(store: &Store) -> std::collections::BTreeSet<(u64, i32)> {
+    let stored = store.cluster_scan(CLUSTER_ALARM_PREFIX).unwrap_or_default();
+    stored
+        .iter()
+        .filter_map(|(k, _)| {
+            let rest = k.get(CLUSTER_ALARM_PREFIX.len()..)?;
+            let member = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            let alarm = i32::from_be_bytes(rest.get(8..12)?.try_into().ok()?);
+            Some((member, alarm))
+        })
+        .collect()
 }
 
 /// The key under which a member's published attributes are stored.
@@ -89,7 +118,50 @@ pub fn member_key(member_id: u64) -> Vec<u8> {
 impl Applier {
     pub fn new(store: Arc<Store>, hub: Arc<WatchHub>, lessor: Arc<Lessor>) -> Self {
         let finished = store.compacted_revision().unwrap_or(rkv_storage::NEVER_COMPACTED);
-        Self { store, hub, lessor, compacted: watch::channel(finished).0 }
+        let alarms = std::sync::Mutex::new(load_alarms(&store));
+        Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms }
+    }
+
+    /// Active alarms, in (member, type) order.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        let alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
+        alarms.iter().map(|(member_id, alarm)| AlarmMember { member_id: *member_id, alarm: *alarm }).collect()
+    }
+
+    /// Re-reads the alarms after the store was replaced by a snapshot.
+    pub fn reload_alarms(&self) {
+        *self.alarms.lock().unwrap_or_else(|e| e.into_inner()) = load_alarms(&self.store);
+    }
+
+    /// While a NOSPACE alarm is active, writes that add data are refused (etcd's capped
+    /// applier); deletes, compaction and reads go on.
+    fn capped(&self) -> bool {
+        let alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
+        alarms.iter().any(|(_, a)| *a == AlarmType::Nospace as i32)
+    }
+
+    fn apply_alarm(&self, writer: &mut Writer<'_>, r: &AlarmRequest) -> Result<AlarmResponse> {
+        let key = (r.member_id, r.alarm);
+        let mut alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
+        let member = AlarmMember { member_id: r.member_id, alarm: r.alarm };
+        let changed = match AlarmAction::try_from(r.action) {
+            Ok(AlarmAction::Activate) if r.alarm != AlarmType::None as i32 && !alarms.contains(&key) => {
+                writer.put_cluster(&alarm_key(r.member_id, r.alarm), &[])?;
+                alarms.insert(key);
+                true
+            }
+            Ok(AlarmAction::Deactivate) if alarms.contains(&key) => {
+                writer.delete_cluster(&alarm_key(r.member_id, r.alarm))?;
+                alarms.remove(&key);
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            tracing::warn!(member = %format!("{:x}", r.member_id), alarm = r.alarm, action = r.action, "alarm changed");
+        }
+        let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
+        Ok(AlarmResponse { header, alarms: if changed { vec![member] } else { Vec::new() } })
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -123,7 +195,13 @@ impl Applier {
                 continue;
             };
             let before = writer.events().len();
-            let outcome = apply_command(&mut writer, &self.lessor, command);
+            let outcome = match command {
+                Command::Alarm(r) => {
+                    self.apply_alarm(&mut writer, r).map(|resp| (CommandResponse::Alarm(resp), None))
+                }
+                c if self.capped() && adds_data(c) => Err(ServerError::NoSpace),
+                c => apply_command(&mut writer, &self.lessor, c),
+            };
             self.lessor.track(&writer.events()[before..]);
             if let (Command::LeaseRevoke(r), Ok(_)) = (command, &outcome) {
                 self.lessor.revoke(r.id);
@@ -163,6 +241,24 @@ impl Applier {
         if let Err(e) = spawned {
             error!(error = %e, "cannot start the compaction thread");
         }
+    }
+}
+
+/// Whether a command would grow the store (etcd's quota cost > 0): puts, txns with a put in
+/// any branch, lease grants.
+fn adds_data(command: &Command) -> bool {
+    fn txn_puts(t: &TxnRequest) -> bool {
+        use rkv_proto::etcdserverpb::request_op::Request;
+        t.success.iter().chain(&t.failure).any(|op| match &op.request {
+            Some(Request::RequestPut(_)) => true,
+            Some(Request::RequestTxn(nested)) => txn_puts(nested),
+            _ => false,
+        })
+    }
+    match command {
+        Command::Put(_) | Command::LeaseGrant(_) => true,
+        Command::Txn(t) => txn_puts(t),
+        _ => false,
     }
 }
 
@@ -253,6 +349,7 @@ fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) ->
             let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
             Ok((CommandResponse::LeaseRevoke(LeaseRevokeResponse { header }), None))
         }
+        Command::Alarm(_) => Err(ServerError::UnexpectedResponse),
         Command::Publish(attrs) => {
             writer.put_cluster(&member_key(attrs.member_id), &prost::Message::encode_to_vec(attrs))?;
             Ok((CommandResponse::Done, None))

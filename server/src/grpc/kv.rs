@@ -36,9 +36,14 @@ impl KvService {
         self.shared.node.propose(command).await.map_err(Status::from)
     }
 
-    fn check_quota(&self) -> Result<(), Status> {
+    async fn check_quota(&self) -> Result<(), Status> {
+        let quota = self.shared.config.quota_backend_bytes;
         let size = self.shared.db_size_for_quota().map_err(ServerError::from)?;
-        if size > self.shared.config.quota_backend_bytes {
+        // The cached size may predate a compaction or defrag: confirm before refusing.
+        if size > quota && self.shared.store.db_size().map_err(ServerError::from)?.0 > quota {
+            // etcd raises the NOSPACE alarm through raft, then refuses: from then on every
+            // member refuses writes that add data until the alarm is disarmed.
+            self.shared.raise_nospace().await;
             return Err(ServerError::NoSpace.into());
         }
         Ok(())
@@ -67,7 +72,7 @@ impl Kv for KvService {
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_put_request(&r)?;
-        self.check_quota()?;
+        self.check_quota().await?;
         self.shared.check_proposal_size(&r)?;
         let CommandResponse::Put(mut resp) = self.propose(Command::Put(r)).await? else {
             return Err(unexpected());
@@ -111,7 +116,7 @@ impl Kv for KvService {
             })
             .await?
         } else {
-            self.check_quota()?;
+            self.check_quota().await?;
             self.shared.check_proposal_size(&r)?;
             let CommandResponse::Txn(resp) = self.propose(Command::Txn(r)).await? else {
                 return Err(unexpected());

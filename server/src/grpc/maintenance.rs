@@ -2,7 +2,7 @@
 //! alarm changes, leadership transfer and downgrade answer `Unimplemented` until they land.
 
 use rkv_proto::etcdserverpb::{
-    alarm_request::AlarmAction, maintenance_server::Maintenance, AlarmRequest, AlarmResponse,
+    alarm_request::AlarmAction, maintenance_server::Maintenance, AlarmRequest, AlarmResponse, AlarmType,
     DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
     SnapshotResponse, StatusRequest, StatusResponse,
@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
+use crate::apply::{Command, CommandResponse};
 use crate::error::ServerError;
 use crate::version::ETCD_API_VERSION;
 
@@ -72,15 +73,26 @@ fn not_yet(what: &'static str) -> Status {
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let r = request.into_inner();
-        match AlarmAction::try_from(r.action) {
-            // rkv raises no alarm: the quota is enforced per request (docs/compatibility.md).
+        let mut resp = match AlarmAction::try_from(r.action) {
             Ok(AlarmAction::Get) => {
-                let mut resp = AlarmResponse::default();
-                self.shared.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
+                // etcd's GET with alarm NONE lists every alarm; with a type, that type's.
+                let alarms = self
+                    .shared
+                    .applier
+                    .alarms()
+                    .into_iter()
+                    .filter(|a| r.alarm == AlarmType::None as i32 || a.alarm == r.alarm)
+                    .collect();
+                AlarmResponse { header: None, alarms }
             }
-            _ => Err(not_yet("alarm activate/deactivate")),
-        }
+            Ok(_) => match self.shared.node.propose(Command::Alarm(r)).await? {
+                CommandResponse::Alarm(resp) => resp,
+                _ => return Err(ServerError::UnexpectedResponse.into()),
+            },
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -92,6 +104,11 @@ impl Maintenance for MaintenanceService {
         let mut errors = Vec::new();
         if leader == 0 {
             errors.push(Status::from(ServerError::NoLeader).message().to_string());
+        }
+        for a in self.shared.applier.alarms() {
+            // etcd lists active alarms in their text form.
+            let name = AlarmType::try_from(a.alarm).map(|t| t.as_str_name()).unwrap_or("NONE");
+            errors.push(format!("memberID:{} alarm:{name} ", a.member_id));
         }
         let is_learner = !metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
         let mut resp = StatusResponse {

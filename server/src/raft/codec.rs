@@ -23,6 +23,7 @@ pub fn command_to_proto(command: &Command) -> RaftCommand {
         Command::LeaseGrant(r) => C::LeaseGrant(r),
         Command::LeaseRevoke(r) => C::LeaseRevoke(r),
         Command::Publish(r) => C::Publish(r),
+        Command::Alarm(r) => C::Alarm(r),
     };
     RaftCommand { command: Some(c) }
 }
@@ -41,6 +42,7 @@ pub fn command_from_proto(msg: RaftCommand) -> Result<Command, String> {
         C::LeaseGrant(r) => Command::LeaseGrant(r),
         C::LeaseRevoke(r) => Command::LeaseRevoke(r),
         C::Publish(r) => Command::Publish(r),
+        C::Alarm(r) => Command::Alarm(r),
     })
 }
 
@@ -54,6 +56,7 @@ pub fn result_to_proto(result: &Result<CommandResponse, ServerError>) -> RaftRes
         Ok(CommandResponse::LeaseGrant(r)) => R::LeaseGrant(r.clone()),
         Ok(CommandResponse::LeaseRevoke(r)) => R::LeaseRevoke(*r),
         Ok(CommandResponse::Done) => R::Done(Empty {}),
+        Ok(CommandResponse::Alarm(r)) => R::Alarm(r.clone()),
         Err(e) => {
             let status = tonic::Status::from(e);
             R::Error(ErrorStatus { code: status.code() as i32, message: status.message().to_string() })
@@ -73,6 +76,7 @@ pub fn result_from_proto(msg: RaftResult) -> Result<Result<CommandResponse, Serv
         R::LeaseGrant(r) => Ok(CommandResponse::LeaseGrant(r)),
         R::LeaseRevoke(r) => Ok(CommandResponse::LeaseRevoke(r)),
         R::Done(_) => Ok(CommandResponse::Done),
+        R::Alarm(r) => Ok(CommandResponse::Alarm(r)),
         R::Error(e) => Err(ServerError::Remote(tonic::Status::new(tonic::Code::from(e.code), e.message))),
     })
 }
