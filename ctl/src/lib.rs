@@ -75,7 +75,11 @@ enum Command {
         command: EndpointCommand,
     },
     /// Defragments the storage of the etcd members with given endpoints.
-    Defrag,
+    Defrag {
+        /// Use all endpoints from the cluster member list.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Membership related commands.
     Member {
         #[command(subcommand)]
@@ -346,9 +350,15 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             let c = tri!(client());
             tri!(command::member::run(command, &c, &printer, &mut out).await);
         }
-        Command::Defrag => {
+        Command::Defrag { cluster } => {
+            let endpoints = if cluster {
+                let c = tri!(client());
+                tri!(command::member::cluster_endpoints(&c).await)
+            } else {
+                cli.endpoints.clone()
+            };
             let mut failed = false;
-            for ep in &cli.endpoints {
+            for ep in &endpoints {
                 let c = tri!(Client::connect(ep, dial, command_timeout));
                 let req = rkv_proto::etcdserverpb::DefragmentRequest {};
                 match c.call(|| async { c.maintenance().defragment(req).await }).await {

@@ -145,7 +145,17 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("hash"))
+        let store = self.shared.store.clone();
+        let (hash, rev) = tokio::task::spawn_blocking(move || store.hash_all())
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))?
+            .map_err(ServerError::from)?;
+        let mut resp = HashResponse {
+            header: Some(rkv_proto::etcdserverpb::ResponseHeader { revision: rev, ..Default::default() }),
+            hash,
+        };
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
