@@ -272,6 +272,27 @@ fn snapshot_save_with_etcdctl_and_rctl() {
     assert!(a.len() > 5000 && a == b, "same state, same file ({} vs {} bytes)", a.len(), b.len());
     assert!(a.starts_with(b"RKVSNAP1"));
     assert!(!dir.path().join("rctl.snap.part").exists());
+    // rctl snapshot status reads either file: the same hash, revision 51 (50 puts), records, size.
+    let status = rctl(&rkv, &["snapshot", "status", &by_etcdctl.display().to_string(), "-w", "json"], None);
+    assert_eq!(status.code, 0, "{status:?}");
+    assert!(
+        status.stdout.contains("\"revision\":51,")
+            && status.stdout.contains(&format!("\"totalSize\":{}}}", a.len())),
+        "{status:?}"
+    );
+    let simple = rctl(&rkv, &["snapshot", "status", &by_rctl.display().to_string()], None);
+    let fields: Vec<&str> = simple.stdout.trim_end().split(", ").collect();
+    assert_eq!(fields.len(), 4, "{simple:?}");
+    assert_eq!(fields[1], "51", "{simple:?}");
+    let table = rctl(&rkv, &["snapshot", "status", &by_rctl.display().to_string(), "-w", "table"], None);
+    assert!(
+        table.stdout.contains(" HASH ") && table.stdout.contains(&format!("| {} |", fields[0])),
+        "{table:?}"
+    );
+    let broken = dir.path().join("broken.snap");
+    std::fs::write(&broken, &a[..a.len() / 2]).unwrap_or_else(|e| panic!("{e}"));
+    let refused = rctl(&rkv, &["snapshot", "status", &broken.display().to_string()], None);
+    assert_eq!(refused.code, 1, "{refused:?}");
     // What etcdctl saved, rctl restores (etcd's defaults for name and URLs).
     let restored_dir = dir.path().join("restored");
     std::fs::create_dir_all(&restored_dir).unwrap_or_else(|e| panic!("{e}"));

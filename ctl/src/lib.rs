@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use client::Client;
 use command::kv::{CompactionArgs, DelArgs, GetArgs, PutArgs};
+use command::snapshot::SnapshotCommand;
 use error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
 use print::{Format, Out, Printer};
 
@@ -333,9 +334,10 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                 }
             }
         }
-        Command::Snapshot { command: command::snapshot::SnapshotCommand::Restore(args) } => {
-            let command = command::snapshot::SnapshotCommand::Restore(args);
-            tri!(command::snapshot::run_offline(command, &mut out));
+        Command::Snapshot {
+            command: offline @ (SnapshotCommand::Restore(_) | SnapshotCommand::Status { .. }),
+        } => {
+            tri!(command::snapshot::run_offline(offline, format, &mut out));
         }
         Command::Snapshot { command } => {
             let mut c = tri!(client());

@@ -379,7 +379,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// The ASCII table etcdctl draws (olekukonko/tablewriter: centered headers, right-aligned cells).
-fn table(out: &mut Out, header: &[&str], rows: &[Vec<String>]) {
+pub fn table(out: &mut Out, header: &[&str], rows: &[Vec<String>]) {
     let widths: Vec<usize> = header
         .iter()
         .enumerate()

@@ -80,6 +80,15 @@ pub fn restore(req: &RestoreRequest) -> Result<Restored, String> {
     }
 }
 
+/// `snapshot status`: (hash, revision, total keys, total size) of a checked snapshot file.
+pub fn status(path: &std::path::Path) -> Result<(u32, i64, u64, u64), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let body = snapshot_body(&bytes, true)?;
+    let stats = rkv_storage::Store::snapshot_stats(Cursor::new(body)).map_err(|e| e.to_string())?;
+    let hash = crc32c::crc32c(body);
+    Ok((hash, stats.revision, stats.records, bytes.len() as u64))
+}
+
 /// The snapshot without etcd's SHA-256 trailer, which must match unless the check is skipped.
 fn snapshot_body(bytes: &[u8], skip_hash_check: bool) -> Result<&[u8], String> {
     if bytes.len() > SHA_LEN {

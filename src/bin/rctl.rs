@@ -1,7 +1,7 @@
 //! `rctl`: etcdctl's commands against rkv or etcd. `snapshot restore` builds an rkv data dir,
 //! so this binary hands the storage layer's restore to the command-line library.
 
-use rctl::command::snapshot::{set_restorer, RestoreArgs};
+use rctl::command::snapshot::{set_tools, FileStatus, RestoreArgs, SnapshotTools};
 
 fn restore(args: &RestoreArgs) -> Result<String, String> {
     let snapshot = args.filename.clone().ok_or("snapshot restore requires exactly one argument")?;
@@ -30,7 +30,12 @@ fn restore(args: &RestoreArgs) -> Result<String, String> {
     ))
 }
 
+fn status(path: &std::path::Path) -> Result<FileStatus, String> {
+    let (hash, revision, total_keys, total_size) = rkv_server::restore::status(path)?;
+    Ok(FileStatus { hash, revision, total_keys, total_size })
+}
+
 fn main() -> std::process::ExitCode {
-    set_restorer(restore);
+    set_tools(SnapshotTools { restore, status });
     rctl::main()
 }

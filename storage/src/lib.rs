@@ -18,6 +18,7 @@ mod key_index;
 mod raft_log;
 mod revision;
 mod snapshot;
+pub use snapshot::SnapshotStats;
 mod store;
 mod write;
 

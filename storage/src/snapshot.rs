@@ -23,6 +23,14 @@ const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_CLUSTER];
 const IMPORT_BATCH_BYTES: usize = 4 << 20;
 const ALIGN: u64 = 512;
 
+/// What `snapshot status` reports of a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotStats {
+    pub records: u64,
+    /// The newest revision in the snapshot's history.
+    pub revision: i64,
+}
+
 fn corrupt(detail: impl Into<String>) -> StorageError {
     StorageError::Corrupt(format!("snapshot: {}", detail.into()))
 }
@@ -89,6 +97,21 @@ impl Store {
         w.inner.write_all(&vec![0u8; pad as usize]).map_err(io)?;
         w.inner.flush().map_err(io)?;
         Ok(snap.get_cf(self.cf(CF_CLUSTER)?, cluster_key)?)
+    }
+
+    /// Checks a snapshot stream and summarises it: its checksum, the newest revision of its
+    /// history and how many records it holds (`snapshot status`).
+    pub fn snapshot_stats(input: impl Read) -> Result<SnapshotStats> {
+        let mut revision = 0i64;
+        let records = read_records(input, |tag, k, _| {
+            if tag == 0 {
+                if let Some((rev, _)) = crate::revision::Revision::decode(k) {
+                    revision = revision.max(rev.main);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(SnapshotStats { records, revision })
     }
 
     /// Checks a snapshot stream end to end without changing anything.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::client::Client;
 use crate::error::{status_message, CtlError, EXIT_INTERRUPTED};
-use crate::print::Out;
+use crate::print::{Format, Out};
 
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
@@ -20,6 +20,11 @@ pub enum SnapshotCommand {
     },
     /// Restores a member's data directory from a snapshot, for a new cluster.
     Restore(RestoreArgs),
+    /// Gets backend snapshot status of a given file.
+    Status {
+        /// The snapshot file.
+        filename: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -46,14 +51,32 @@ pub struct RestoreArgs {
     pub skip_hash_check: bool,
 }
 
-/// Builds a data dir from a snapshot; the `rctl` binary supplies it (it needs the storage
-/// layer, which this crate does not depend on).
-pub type Restorer = fn(&RestoreArgs) -> Result<String, String>;
+/// What reading and restoring snapshot files needs from the storage layer, which this crate
+/// does not depend on: the `rctl` binary supplies it.
+#[derive(Clone, Copy)]
+pub struct SnapshotTools {
+    /// Builds a data dir; returns the line to print.
+    pub restore: fn(&RestoreArgs) -> Result<String, String>,
+    pub status: fn(&std::path::Path) -> Result<FileStatus, String>,
+}
 
-static RESTORER: std::sync::OnceLock<Restorer> = std::sync::OnceLock::new();
+/// What `snapshot status` prints of a file.
+#[derive(Clone, Copy, Debug)]
+pub struct FileStatus {
+    pub hash: u32,
+    pub revision: i64,
+    pub total_keys: u64,
+    pub total_size: u64,
+}
 
-pub fn set_restorer(restorer: Restorer) {
-    let _ = RESTORER.set(restorer);
+static TOOLS: std::sync::OnceLock<SnapshotTools> = std::sync::OnceLock::new();
+
+pub fn set_tools(tools: SnapshotTools) {
+    let _ = TOOLS.set(tools);
+}
+
+fn tools() -> Result<SnapshotTools, CtlError> {
+    TOOLS.get().copied().ok_or_else(|| fail("snapshot files are not readable by this build of rctl"))
 }
 
 /// etcdctl 3.5 exits with its "interrupted" code when a snapshot save fails.
@@ -71,17 +94,38 @@ pub fn check_trailer(bytes_hash: Sha256, trailer: &[u8]) -> Result<(), CtlError>
 }
 
 /// The snapshot commands that need no server.
-pub fn run_offline(command: SnapshotCommand, out: &mut Out) -> Result<(), CtlError> {
-    let SnapshotCommand::Restore(args) = command else {
-        return Ok(());
-    };
-    if args.filename.is_none() {
-        return Err(CtlError::bad_args("snapshot restore requires exactly one argument"));
+pub fn run_offline(command: SnapshotCommand, format: Format, out: &mut Out) -> Result<(), CtlError> {
+    match command {
+        SnapshotCommand::Save { .. } => Ok(()),
+        SnapshotCommand::Restore(args) => {
+            if args.filename.is_none() {
+                return Err(CtlError::bad_args("snapshot restore requires exactly one argument"));
+            }
+            let message =
+                (tools()?.restore)(&args).map_err(|e| CtlError::new(crate::error::EXIT_ERROR, e))?;
+            out.line(&message);
+            Ok(())
+        }
+        SnapshotCommand::Status { filename } => {
+            let path = filename
+                .ok_or_else(|| CtlError::bad_args("snapshot status requires exactly one argument"))?;
+            let FileStatus { hash, revision, total_keys: keys, total_size: size } =
+                (tools()?.status)(&path).map_err(|e| CtlError::new(crate::error::EXIT_ERROR, e))?;
+            let human = crate::print::human_bytes(size);
+            match format {
+                Format::Json => out.line(&format!(
+                    "{{\"hash\":{hash},\"revision\":{revision},\"totalKey\":{keys},\"totalSize\":{size}}}"
+                )),
+                Format::Table => crate::print::table(
+                    out,
+                    &["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+                    &[vec![format!("{hash:x}"), revision.to_string(), keys.to_string(), human]],
+                ),
+                _ => out.line(&format!("{hash:x}, {revision}, {keys}, {human}")),
+            }
+            Ok(())
+        }
     }
-    let restorer = RESTORER.get().ok_or_else(|| fail("snapshot restore is not built into this rctl"))?;
-    let message = restorer(&args).map_err(|e| CtlError::new(crate::error::EXIT_ERROR, e))?;
-    out.line(&message);
-    Ok(())
 }
 
 pub async fn run(
@@ -130,7 +174,7 @@ pub async fn run(
             std::fs::rename(&part, &path).map_err(fail)?;
             out.line(&format!("Snapshot saved at {}", path.display()));
         }
-        restore @ SnapshotCommand::Restore(_) => run_offline(restore, out)?,
+        offline => run_offline(offline, Format::Simple, out)?,
     }
     Ok(())
 }
