@@ -20,7 +20,6 @@ const MAGIC: &[u8; 8] = b"RKVSNAP1";
 const END: u8 = 0xFF;
 /// The column families that make up the state machine, by their record tag.
 const STATE_CFS: [&str; 4] = [CF_KV, CF_META, CF_LEASE, CF_CLUSTER];
-const IMPORT_BATCH_BYTES: usize = 4 << 20;
 const ALIGN: u64 = 512;
 
 /// What `snapshot status` reports of a snapshot.
@@ -129,24 +128,20 @@ impl Store {
         let mut writer = self.writer_lock()?;
         let compactor = self.compactor.lock().map_err(|_| StorageError::Poisoned)?;
         let mut state = self.state_write()?;
+        // One atomic batch: a crash during an install leaves the old state or the new one,
+        // never a mix that claims a raft position it does not hold. The batch holds the whole
+        // snapshot in memory (a streamed install with a crash marker is a follow-up).
         let mut batch = WriteBatch::default();
         for name in STATE_CFS {
             let cf = self.cf(name)?;
             for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-                let (k, _) = item?;
-                batch.delete_cf(cf, k);
-                if batch.size_in_bytes() >= IMPORT_BATCH_BYTES {
-                    self.db.write(std::mem::take(&mut batch))?;
-                }
+                batch.delete_cf(cf, item?.0);
             }
         }
         let cfs = STATE_CFS.map(|name| self.cf(name));
         read_records(input, |tag, k, v| {
             let cf = cfs.get(tag as usize).ok_or_else(|| corrupt(format!("unknown record tag {tag}")))?;
             batch.put_cf(cf.as_ref().map_err(|_| corrupt("missing column family"))?, k, v);
-            if batch.size_in_bytes() >= IMPORT_BATCH_BYTES {
-                self.db.write(std::mem::take(&mut batch))?;
-            }
             Ok(())
         })?;
         let mut opts = WriteOptions::default();
