@@ -84,6 +84,43 @@ fn fail(e: impl std::fmt::Display) -> CtlError {
     CtlError::new(EXIT_INTERRUPTED, e.to_string())
 }
 
+/// Bytes received and the rate, redrawn on stderr at most every 200 ms, only when stderr is a
+/// terminal (scripts and cron see nothing).
+struct Progress {
+    on: bool,
+    shown: bool,
+    bytes: u64,
+    start: std::time::Instant,
+    drawn: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        let now = std::time::Instant::now();
+        Self { on: std::io::stderr().is_terminal(), shown: false, bytes: 0, start: now, drawn: now }
+    }
+
+    fn advance(&mut self, n: u64, remaining: u64) {
+        self.bytes += n;
+        if !self.on || self.drawn.elapsed() < std::time::Duration::from_millis(200) {
+            return;
+        }
+        self.drawn = std::time::Instant::now();
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        let rate = crate::print::human_bytes((self.bytes as f64 / secs) as u64);
+        let total = crate::print::human_bytes(self.bytes + remaining);
+        eprint!("\r{} / {total} ({rate}/s)   ", crate::print::human_bytes(self.bytes));
+        self.shown = true;
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
+}
+
 /// etcd ends the stream with the SHA-256 of everything before it; check it before the file
 /// takes its name, so that a partial or damaged download never looks like a snapshot.
 pub fn check_trailer(bytes_hash: Sha256, trailer: &[u8]) -> Result<(), CtlError> {
@@ -148,6 +185,7 @@ pub async fn run(
             let mut stream = c.call(|| async { c.maintenance().snapshot(SnapshotRequest {}).await }).await?;
             let mut hash = Sha256::new();
             let mut last: Vec<u8> = Vec::new();
+            let mut progress = Progress::new();
             loop {
                 match stream.message().await {
                     Ok(Some(chunk)) => {
@@ -156,6 +194,7 @@ pub async fn run(
                             hash.update(&last);
                         }
                         file.write_all(&chunk.blob).map_err(fail)?;
+                        progress.advance(chunk.blob.len() as u64, chunk.remaining_bytes);
                         last = chunk.blob;
                     }
                     Ok(None) => break,
@@ -169,6 +208,7 @@ pub async fn run(
                 let _ = std::fs::remove_file(&part);
                 return Err(e);
             }
+            progress.finish();
             file.sync_all().map_err(fail)?;
             drop(file);
             std::fs::rename(&part, &path).map_err(fail)?;
