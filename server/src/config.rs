@@ -424,7 +424,7 @@ fn split_urls(s: &str) -> Vec<String> {
 }
 
 /// `name=url,name=url,...`; a name given several times has several peer URLs.
-fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+pub(crate) fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let mut members: Vec<(String, Vec<String>)> = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((name, url)) = part.split_once('=') else {
@@ -446,7 +446,8 @@ fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, Confi
     Ok(members)
 }
 
-fn same_urls(a: &[String], b: &[String]) -> bool {
+/// Whether two lists name the same URLs (order and trailing slashes aside).
+pub(crate) fn same_urls(a: &[String], b: &[String]) -> bool {
     let norm = |v: &[String]| {
         let mut v: Vec<String> = v.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
         v.sort();

@@ -276,12 +276,8 @@ async fn join_identity(config: &Config) -> Result<Identity, StartError> {
         let decoded: Result<(u64, Vec<(u64, PeerNode)>), _> =
             crate::raft::codec::from_bytes(&reply.into_inner().payload);
         let Ok((cluster_id, members)) = decoded else { continue };
-        let mut sorted_mine = mine.clone();
-        sorted_mine.sort();
         for (id, member) in members {
-            let mut urls = member.peer_urls.clone();
-            urls.sort();
-            if urls == sorted_mine {
+            if crate::config::same_urls(&member.peer_urls, mine) {
                 info!(member_id = %format!("{id:x}"), cluster_id = %format!("{cluster_id:x}"), "joining");
                 return Ok(Identity { member_id: id, cluster_id });
             }

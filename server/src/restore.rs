@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use crate::config::{parse_initial_cluster, same_urls};
 use crate::identity::{self, Identity};
 
 /// What `snapshot restore` takes (etcdctl's flags).
@@ -41,15 +42,11 @@ pub fn restore(req: &RestoreRequest) -> Result<Restored, String> {
     if req.data_dir.exists() {
         return Err(format!("data-dir {:?} exists", req.data_dir.display().to_string()));
     }
-    let members = parse_initial_cluster(&req.initial_cluster)?;
+    let members = parse_initial_cluster(&req.initial_cluster).map_err(|e| e.to_string())?;
     let Some((_, urls)) = members.iter().find(|(name, _)| *name == req.name) else {
         return Err(format!("couldn't find local name {:?} in the initial cluster configuration", req.name));
     };
-    let mut mine = req.initial_advertise_peer_urls.clone();
-    let mut listed = urls.clone();
-    mine.sort();
-    listed.sort();
-    if mine != listed {
+    if !same_urls(urls, &req.initial_advertise_peer_urls) {
         return Err(format!(
             "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
             req.name,
@@ -106,17 +103,4 @@ fn snapshot_body(bytes: &[u8], skip_hash_check: bool) -> Result<&[u8], String> {
         return Ok(bytes);
     }
     Err("snapshot missing hash but --skip-hash-check=false".into())
-}
-
-fn parse_initial_cluster(spec: &str) -> Result<Vec<(String, Vec<String>)>, String> {
-    let mut members: Vec<(String, Vec<String>)> = Vec::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) =
-            part.split_once('=').ok_or_else(|| format!("--initial-cluster: {part:?} is not name=url"))?;
-        match members.iter_mut().find(|(n, _)| n == name) {
-            Some((_, urls)) => urls.push(url.to_string()),
-            None => members.push((name.to_string(), vec![url.to_string()])),
-        }
-    }
-    Ok(members)
 }

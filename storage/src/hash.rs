@@ -42,7 +42,13 @@ impl Store {
     /// applied the same log; unlike etcd's, it leaves out bookkeeping that differs per member.
     pub fn hash_all(&self) -> Result<(u32, i64)> {
         let snap = self.db.snapshot();
-        let rev = self.current_revision()?;
+        // The revision of this very snapshot: it is written in the same batch as the changes.
+        let rev = match snap.get_cf(self.cf(crate::store::CF_META)?, crate::store::META_CURRENT_REV)? {
+            Some(v) => i64::from_be_bytes(
+                v.as_slice().try_into().map_err(|_| StorageError::Corrupt("bad current revision".into()))?,
+            ),
+            None => crate::store::INITIAL_REVISION,
+        };
         let mut crc = 0u32;
         for cf_name in [crate::store::CF_KV, crate::store::CF_LEASE] {
             crc = crc32c::crc32c_append(crc, cf_name.as_bytes());

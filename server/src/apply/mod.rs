@@ -49,21 +49,6 @@ pub enum Command {
     Alarm(AlarmRequest),
 }
 
-impl Command {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Command::Put(_) => "put",
-            Command::DeleteRange(_) => "delete_range",
-            Command::Txn(_) => "txn",
-            Command::Compact(_) => "compact",
-            Command::LeaseGrant(_) => "lease_grant",
-            Command::LeaseRevoke(_) => "lease_revoke",
-            Command::Publish(_) => "publish",
-            Command::Alarm(_) => "alarm",
-        }
-    }
-}
-
 #[derive(Debug)]
 pub enum CommandResponse {
     Put(PutResponse),
@@ -199,7 +184,7 @@ impl Applier {
                 Command::Alarm(r) => {
                     self.apply_alarm(&mut writer, r).map(|resp| (CommandResponse::Alarm(resp), None))
                 }
-                c if self.capped() && adds_data(c) => Err(ServerError::NoSpace),
+                c if adds_data(c) && self.capped() => Err(ServerError::NoSpace),
                 c => apply_command(&mut writer, &self.lessor, c),
             };
             self.lessor.track(&writer.events()[before..]);

@@ -9,13 +9,9 @@ use serde::Serialize;
 use crate::apply::{Command, CommandResponse};
 use crate::error::ServerError;
 
-pub fn encode_command(command: &Command) -> Vec<u8> {
-    command_to_proto(command).encode_to_vec()
-}
-
-pub fn command_to_proto(command: &Command) -> RaftCommand {
+pub fn command_to_proto(command: Command) -> RaftCommand {
     use raft_command::Command as C;
-    let c = match command.clone() {
+    let c = match command {
         Command::Put(r) => C::Put(r),
         Command::DeleteRange(r) => C::DeleteRange(r),
         Command::Txn(r) => C::Txn(r),
@@ -28,8 +24,19 @@ pub fn command_to_proto(command: &Command) -> RaftCommand {
     RaftCommand { command: Some(c) }
 }
 
-pub fn decode_command(bytes: &[u8]) -> Result<Command, String> {
-    command_from_proto(RaftCommand::decode(bytes).map_err(|e| format!("bad raft command: {e}"))?)
+/// What a log entry's command is, for logs.
+pub fn proto_kind(c: &raft_command::Command) -> &'static str {
+    use raft_command::Command as C;
+    match c {
+        C::Put(_) => "put",
+        C::DeleteRange(_) => "delete_range",
+        C::Txn(_) => "txn",
+        C::Compaction(_) => "compact",
+        C::LeaseGrant(_) => "lease_grant",
+        C::LeaseRevoke(_) => "lease_revoke",
+        C::Publish(_) => "publish",
+        C::Alarm(_) => "alarm",
+    }
 }
 
 pub fn command_from_proto(msg: RaftCommand) -> Result<Command, String> {

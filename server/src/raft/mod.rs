@@ -21,6 +21,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::{Command, CommandResponse};
+
 use crate::error::ServerError;
 
 openraft::declare_raft_types!(
@@ -54,9 +55,16 @@ impl fmt::Display for PeerNode {
     }
 }
 
-/// A command in the log.
+/// A command in the log, kept in its wire form so that appending and replicating an entry
+/// encode it without copying the request; it becomes a `Command` once, when applied.
 #[derive(Debug, Clone)]
-pub struct Proposal(pub Command);
+pub struct Proposal(pub rkv_proto::rkvpb::RaftCommand);
+
+impl Proposal {
+    pub fn new(command: Command) -> Self {
+        Proposal(codec::command_to_proto(command))
+    }
+}
 
 /// The result of applying one log entry, handed to the proposer on the leader.
 #[derive(Debug)]
@@ -64,7 +72,8 @@ pub struct Applied(pub Result<CommandResponse, ServerError>);
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.kind())
+        let kind = self.0.command.as_ref().map_or("empty", codec::proto_kind);
+        f.write_str(kind)
     }
 }
 
@@ -73,14 +82,14 @@ impl fmt::Display for Proposal {
 // forwarded proposals in the same format.
 impl Serialize for Proposal {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&codec::encode_command(&self.0))
+        s.serialize_bytes(&prost::Message::encode_to_vec(&self.0))
     }
 }
 
 impl<'de> Deserialize<'de> for Proposal {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes = d.deserialize_byte_buf(codec::BytesVisitor)?;
-        codec::decode_command(&bytes).map(Proposal).map_err(serde::de::Error::custom)
+        prost::Message::decode(bytes.as_slice()).map(Proposal).map_err(serde::de::Error::custom)
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::time::{timeout_at, Instant};
 use tonic::transport::Channel;
 use tracing::debug;
 
-use super::codec::{command_to_proto, result_from_proto};
+use super::codec::result_from_proto;
 use super::network::peer_client;
 use super::{PeerNode, Proposal, Raft};
 use crate::apply::{Command, CommandResponse};
@@ -119,12 +119,13 @@ impl RaftNode {
     /// Proposes a write and waits until it is committed and applied on this member.
     pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
         let deadline = Instant::now() + self.request_timeout;
+        let proposal = Proposal::new(command);
         loop {
             let leader = self.wait_leader(deadline).await?;
             if leader == self.id {
-                return self.propose_local(command, deadline).await.map(|(resp, _)| resp);
+                return self.propose_local(proposal, deadline).await.map(|(resp, _)| resp);
             }
-            match self.forward(leader, &command, deadline).await {
+            match self.forward(leader, &proposal, deadline).await {
                 Err(ForwardError::NotSent) => {
                     // The leader is unreachable or no longer leads: give the election a moment
                     // and try again.
@@ -140,8 +141,12 @@ impl RaftNode {
     }
 
     /// On the leader: appends, waits for commit and apply. Returns the entry's log index.
-    pub async fn propose_local(&self, command: Command, deadline: Instant) -> Result<(CommandResponse, u64)> {
-        let written = timeout_at(deadline, self.raft.client_write(Proposal(command))).await;
+    pub async fn propose_local(
+        &self,
+        proposal: Proposal,
+        deadline: Instant,
+    ) -> Result<(CommandResponse, u64)> {
+        let written = timeout_at(deadline, self.raft.client_write(proposal)).await;
         match written {
             Err(_) => Err(ServerError::Timeout),
             Ok(Ok(resp)) => resp.data.0.map(|r| (r, resp.log_id.index)),
@@ -164,12 +169,12 @@ impl RaftNode {
     async fn forward(
         &self,
         leader: u64,
-        command: &Command,
+        proposal: &Proposal,
         deadline: Instant,
     ) -> std::result::Result<CommandResponse, ForwardError> {
         // A leader missing from the membership (just removed) is not there to take it.
         let mut client = self.peer(leader).map_err(|_| ForwardError::NotSent)?;
-        let msg = command_to_proto(command);
+        let msg = proposal.0.clone();
         let reply = match timeout_at(deadline, client.propose(tonic::Request::new(msg))).await {
             Err(_) => return Err(ForwardError::Failed(ServerError::Timeout)),
             Ok(Err(status)) if never_sent(&status) => return Err(ForwardError::NotSent),

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::codec::{command_from_proto, from_bytes, result_to_proto, to_bytes};
+use super::codec::{from_bytes, result_to_proto, to_bytes};
 use super::TypeConfig;
 use crate::grpc::lease::time_to_live;
 use crate::grpc::Shared;
@@ -57,16 +57,20 @@ impl Peer for PeerService {
     }
 
     async fn propose(&self, request: Request<RaftCommand>) -> Result<Response<RaftResult>, Status> {
-        let command = command_from_proto(request.into_inner()).map_err(Status::invalid_argument)?;
+        let command = request.into_inner();
+        if command.command.is_none() {
+            return Err(Status::invalid_argument("empty raft command"));
+        }
         let node = &self.shared.node;
         if !node.is_leader() {
             // Refused before it reached the log: the proposer may safely try the new leader.
             return Err(Status::failed_precondition(NOT_LEADER));
         }
-        let (result, index) = match node.propose_local(command, node.request_deadline()).await {
-            Ok((resp, index)) => (Ok(resp), index),
-            Err(e) => (Err(e), 0),
-        };
+        let (result, index) =
+            match node.propose_local(super::Proposal(command), node.request_deadline()).await {
+                Ok((resp, index)) => (Ok(resp), index),
+                Err(e) => (Err(e), 0),
+            };
         let mut reply = result_to_proto(&result);
         reply.log_index = index;
         Ok(Response::new(reply))

@@ -14,7 +14,7 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMe
 use rkv_storage::AppliedIndex;
 use tracing::info;
 
-use super::codec::{from_bytes, to_bytes};
+use super::codec::{command_from_proto, from_bytes, to_bytes};
 use super::{Applied, LogId, PeerNode, StoredMembership, TypeConfig};
 use crate::apply::{Applier, Command, CommandResponse, CLUSTER_RAFT_APPLIED};
 
@@ -50,6 +50,8 @@ pub struct StateMachine {
     applier: Arc<Applier>,
     dir: PathBuf,
     snapshots: Arc<Mutex<Snapshots>>,
+    /// What the store records as applied, kept here so that applying does not read it back.
+    applied: Arc<Mutex<RaftApplied>>,
     counter: Arc<AtomicU64>,
     /// Called after a snapshot replaced the store (lessor and watchers follow it).
     on_install: Arc<dyn Fn() + Send + Sync>,
@@ -66,7 +68,19 @@ impl StateMachine {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { applier, dir, snapshots: Arc::default(), counter: Arc::default(), on_install })
+        let applied = read_applied(&applier).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Self {
+            applier,
+            dir,
+            snapshots: Arc::default(),
+            applied: Arc::new(Mutex::new(applied)),
+            counter: Arc::default(),
+            on_install,
+        })
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, RaftApplied> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn snapshots(&self) -> std::sync::MutexGuard<'_, Snapshots> {
@@ -141,7 +155,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> SResult<(Option<LogId>, StoredMembership)> {
-        let applied = read_applied(&self.applier).map_err(super::serr::read_state_machine)?;
+        let applied = self.applied().clone();
         Ok((applied.last_applied, applied.membership))
     }
 
@@ -150,12 +164,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut state = read_applied(&self.applier).map_err(super::serr::read_state_machine)?;
+        let mut state = self.applied().clone();
         let mut commands: Vec<Option<Command>> = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             commands.push(match entry.payload {
-                EntryPayload::Normal(proposal) => Some(proposal.0),
+                // Peers refuse empty commands before they reach the log; one that got there
+                // anyway applies as nothing rather than stopping every member.
+                EntryPayload::Normal(proposal) => match command_from_proto(proposal.0) {
+                    Ok(command) => Some(command),
+                    Err(e) => {
+                        tracing::error!(error = %e, index = entry.log_id.index, "log entry without a command");
+                        None
+                    }
+                },
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     None
@@ -174,6 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|e| super::serr::write_state_machine(AnyError::error(e.to_string())))?
                 .map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
+        *self.applied() = state;
         Ok(results.into_iter().map(|r| Applied(r.unwrap_or(Ok(CommandResponse::Done)))).collect())
     }
 
@@ -213,6 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(path) = received {
             self.set_current(meta.clone(), path).map_err(|e| err(AnyError::new(&e)))?;
         }
+        *self.applied() = read_applied(&self.applier).map_err(err)?;
         (self.on_install)();
         info!(snapshot = %meta.snapshot_id, "installed raft snapshot from the leader");
         Ok(())
