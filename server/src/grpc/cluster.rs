@@ -90,13 +90,12 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         let id = request.into_inner().id;
         self.shared.node.change_membership(MembershipChange::Remove { id }).await?;
-        // The removed member may be this one: list what the leader's membership now says.
-        let members = if id == self.shared.identity.member_id {
-            Vec::new()
-        } else {
+        // A member that removed itself can no longer read through the cluster: it lists its own
+        // view, which has the removal once it has applied it.
+        if id != self.shared.identity.member_id {
             self.shared.node.linearizable_barrier().await?;
-            self.shared.members()?
-        };
+        }
+        let members = self.shared.members()?;
         Ok(Response::new(MemberRemoveResponse { header: self.header(), members }))
     }
 
