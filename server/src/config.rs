@@ -85,8 +85,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("proxy-write-timeout", false),
     ("proxy-read-timeout", false),
     ("enable-pprof", true),
-    ("metrics", false),
-    ("listen-metrics-urls", false),
     ("auth-token", false),
     ("bcrypt-cost", false),
     ("auth-token-ttl", false),
@@ -208,6 +206,14 @@ pub struct Flags {
     pub experimental_watch_progress_notify_interval: String,
 
     /// Log level: debug, info, warn, error, panic or fatal.
+    /// Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
+    pub metrics: String,
+
+    /// List of URLs to listen on for the metrics and health endpoints.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", default_value = "")]
+    pub listen_metrics_urls: String,
+
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }
@@ -246,6 +252,9 @@ pub struct Config {
     pub initial_cluster_token: String,
     pub log_level: String,
     pub watch_progress_notify_interval: Duration,
+    pub metrics: crate::metrics::MetricsLevel,
+    /// `--listen-metrics-urls`: extra listeners serving only `/metrics` and `/health`.
+    pub listen_metrics_addrs: Vec<SocketAddr>,
     /// etcd flags given that rkv accepts but does not use yet (logged at start).
     pub ignored: Vec<String>,
 }
@@ -290,6 +299,8 @@ impl Config {
             initial_cluster_token: "etcd-cluster".into(),
             log_level: "info".into(),
             watch_progress_notify_interval: Duration::from_secs(600),
+            metrics: crate::metrics::MetricsLevel::Basic,
+            listen_metrics_addrs: Vec::new(),
             ignored: Vec::new(),
         }
     }
@@ -315,6 +326,15 @@ impl Config {
         for url in &listen_client_urls {
             listen_client_addrs.extend(parse_client_url(url)?);
         }
+        let mut listen_metrics_addrs = Vec::new();
+        for url in split_urls(&flags.listen_metrics_urls) {
+            listen_metrics_addrs.extend(parse_listen_url(&url)?);
+        }
+        // etcd takes any other value as basic.
+        let metrics = match flags.metrics.as_str() {
+            "extensive" => crate::metrics::MetricsLevel::Extensive,
+            _ => crate::metrics::MetricsLevel::Basic,
+        };
         let auto_compaction =
             parse_auto_compaction(&flags.auto_compaction_mode, &flags.auto_compaction_retention)?;
         if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&flags.log_level.as_str()) {
@@ -401,6 +421,8 @@ impl Config {
             initial_cluster_token: flags.initial_cluster_token,
             log_level: flags.log_level,
             watch_progress_notify_interval,
+            metrics,
+            listen_metrics_addrs,
             ignored,
         })
     }

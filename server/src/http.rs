@@ -1,5 +1,6 @@
 //! HTTP/1.1 endpoints served on the client URLs next to gRPC, as etcd does: `/health` and
-//! `/version` (the JSON bodies etcd returns), and etcd 3.5.11's `/livez` and `/readyz`.
+//! `/version` (the JSON bodies etcd returns), etcd 3.5.11's `/livez` and `/readyz`, and
+//! Prometheus' `/metrics`.
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -10,15 +11,8 @@ use crate::grpc::Shared;
 use crate::version::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
 pub fn router(shared: Shared) -> Router {
-    let (live, ready) = (shared.clone(), shared.clone());
+    let (live, ready, metrics) = (shared.clone(), shared.clone(), shared);
     Router::new()
-        .route(
-            "/health",
-            get(move || {
-                let shared = shared.clone();
-                async move { health(&shared).await }
-            }),
-        )
         .route(
             "/livez",
             get(move || {
@@ -40,6 +34,33 @@ pub fn router(shared: Shared) -> Router {
             }),
         )
         .route("/version", get(version))
+        .merge(metrics_router(metrics))
+}
+
+/// `/metrics`, and `/health` beside it as on etcd's `--listen-metrics-urls`.
+pub fn metrics_router(shared: Shared) -> Router {
+    let health_shared = shared.clone();
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let shared = shared.clone();
+                async move {
+                    // Reading RocksDB properties and the index lock: off the async threads.
+                    let text = tokio::task::spawn_blocking(move || shared.metrics.scrape(&shared))
+                        .await
+                        .unwrap_or_default();
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                }
+            }),
+        )
+        .route(
+            "/health",
+            get(move || {
+                let shared = health_shared.clone();
+                async move { health(&shared).await }
+            }),
+        )
 }
 
 /// A ReadIndex bounded by two election timeouts: a probe answers quickly, unlike a client

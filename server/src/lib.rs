@@ -19,6 +19,7 @@ mod http;
 pub mod identity;
 pub mod lease;
 mod member;
+pub mod metrics;
 pub mod raft;
 pub mod restore;
 mod status;

@@ -27,6 +27,8 @@ use crate::grpc::{
 };
 use crate::identity::{self, Identity, IdentityError};
 use crate::lease::Lessor;
+use crate::metrics::grpc::GrpcMetricsLayer;
+use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, MAX_PEER_MESSAGE};
 use crate::raft::node::RaftNode;
@@ -46,6 +48,7 @@ pub struct MemberState {
     pub node: Arc<RaftNode>,
     pub hub: Arc<WatchHub>,
     pub lessor: Arc<Lessor>,
+    pub metrics: Arc<Metrics>,
     /// The database size, refreshed at most every `DB_SIZE_REFRESH` (reading RocksDB's
     /// properties on every write would put that work on the write path).
     db_size: DbSizeCache,
@@ -90,6 +93,8 @@ pub enum StartError {
     Thread(std::io::Error),
     #[error("cannot start raft: {0}")]
     Raft(String),
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A started member. Dropping it without `stop` leaves its tasks running until the runtime ends.
@@ -141,8 +146,9 @@ impl Member {
         };
         let hub = WatchHub::new(store.clone(), header, config.max_request_bytes)?;
         let lessor = Arc::new(Lessor::restore(store.leases()?, store.leased_keys()?));
-        let applier = Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone()));
-        let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor).await?;
+        let metrics = Arc::new(Metrics::new(config.metrics)?);
+        let applier = Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone()));
+        let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor, &metrics).await?;
         if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
             if config.initial_cluster_state == ClusterState::New {
                 info!(members = initial.len(), "bootstrapping a new cluster");
@@ -156,7 +162,8 @@ impl Member {
         if voters == [identity.member_id] {
             let _ = raft.trigger().elect().await;
         }
-        let node = Arc::new(RaftNode::new(raft, identity.member_id, config.election_timeout));
+        let node =
+            Arc::new(RaftNode::new(raft, identity.member_id, config.election_timeout, metrics.clone()));
         let store_ref = Arc::downgrade(&store);
         for flag in &config.ignored {
             warn!(flag = %flag, "etcd flag accepted but not used by rkv");
@@ -175,9 +182,16 @@ impl Member {
             listeners.push(listener);
         }
         let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let mut metrics_listeners = Vec::new();
+        for addr in &config.listen_metrics_addrs {
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
+            metrics_listeners.push(listener);
+        }
 
         let db_size = DbSizeCache::default();
-        let state = Arc::new(MemberState { config, identity, store, applier, node, hub, lessor, db_size });
+        let state =
+            Arc::new(MemberState { config, identity, store, applier, node, hub, lessor, metrics, db_size });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let peer_routes = {
@@ -198,6 +212,9 @@ impl Member {
         let routes = routes(&state);
         for listener in listeners {
             tasks.push(tokio::spawn(serve(listener, routes.clone(), stop_rx.clone(), "client")));
+        }
+        for listener in metrics_listeners {
+            tasks.push(tokio::spawn(serve_metrics(listener, state.clone(), stop_rx.clone())));
         }
         tasks.push(tokio::spawn(expire_leases(state.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(crate::compactor::run(
@@ -298,6 +315,7 @@ async fn start_raft(
     applier: &Arc<Applier>,
     hub: &Arc<WatchHub>,
     lessor: &Arc<Lessor>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Raft, StartError> {
     let election_ms = config.election_timeout.as_millis() as u64;
     let raft_config = openraft::Config {
@@ -327,8 +345,9 @@ async fn start_raft(
     let snap_dir = config.data_dir.join("snap");
     let state_machine =
         StateMachine::new(applier.clone(), snap_dir, on_install).map_err(StartError::Thread)?;
-    let network = Network { self_id: identity.member_id };
-    Raft::new(identity.member_id, Arc::new(raft_config), network, LogStore::new(store.clone()), state_machine)
+    let network = Network { self_id: identity.member_id, metrics: metrics.clone() };
+    let log_store = LogStore::new(store.clone(), metrics.clone());
+    Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))
 }
@@ -354,16 +373,35 @@ async fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<
     }
 }
 
-/// Follows elections: the term on watch responses, and lease deadlines renewed when this
-/// member becomes the leader (etcd's `Promote`).
+/// `--listen-metrics-urls`: `/metrics` and `/health` only, as etcd serves there.
+async fn serve_metrics(listener: TcpListener, state: Arc<MemberState>, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let served =
+        axum::serve(listener, crate::http::metrics_router(state)).with_graceful_shutdown(shutdown).await;
+    if let Err(e) = served {
+        error!(error = %e, server = "metrics", "server stopped with an error");
+    }
+}
+
+/// Follows elections: the term on watch responses, lease deadlines renewed when this member
+/// becomes the leader (etcd's `Promote`), and the leader changes metric.
 async fn follow_leadership(state: Arc<MemberState>, mut stop: watch::Receiver<bool>) {
     let mut metrics = state.node.raft.metrics();
     let mut was_leader = false;
+    let mut last_leader = None;
     loop {
-        let (term, leader) = {
+        let (term, leader, current) = {
             let m = metrics.borrow_and_update();
-            (crate::raft::node::etcd_term(m.current_term), m.state == openraft::ServerState::Leader)
+            let leader = m.state == openraft::ServerState::Leader;
+            (crate::raft::node::etcd_term(m.current_term), leader, m.current_leader)
         };
+        // etcd counts a change each time a leader is known and differs from the last one.
+        if current.is_some() && current != last_leader {
+            state.metrics.leader_changes.inc();
+            last_leader = current;
+        }
         state.hub.set_term(term);
         if leader && !was_leader {
             info!(term, "became the leader; lease deadlines renewed");
@@ -467,7 +505,8 @@ fn routes(state: &Arc<MemberState>) -> Routes {
         .add_service(health_service);
     let mut routes = builder.routes();
     let grpc = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = grpc.merge(crate::http::router(state.clone()));
+    *routes.axum_router_mut() =
+        grpc.merge(crate::http::router(state.clone())).layer(GrpcMetricsLayer::new(state.metrics.clone()));
     routes
 }
 

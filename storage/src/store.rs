@@ -275,6 +275,13 @@ impl Store {
         Ok(self.state_read()?.compact_rev)
     }
 
+    /// How many keys exist at the current revision (etcd's `keys_total`): a walk of the index,
+    /// for metrics scrapes, not for request paths.
+    pub fn live_keys(&self) -> Result<usize> {
+        let state = self.state_read()?;
+        Ok(state.index.count(KeyRange::Range { start: &[], end: None }, state.current_rev))
+    }
+
     pub fn applied_index(&self) -> Result<AppliedIndex> {
         Ok(self.writer_lock()?.applied)
     }

@@ -26,6 +26,7 @@ use tracing::{debug, error};
 
 use crate::error::{Result, ServerError};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
+use crate::metrics::Metrics;
 use crate::watch::WatchHub;
 use kv::LeaseLookup;
 
@@ -71,6 +72,7 @@ pub struct Applier {
     compacted: watch::Sender<i64>,
     /// Active alarms, (member ID, alarm type), as applied (the `alarm/` keys of the store).
     alarms: std::sync::Mutex<std::collections::BTreeSet<(u64, i32)>>,
+    metrics: Arc<Metrics>,
 }
 
 fn alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
@@ -101,10 +103,10 @@ pub fn member_key(member_id: u64) -> Vec<u8> {
 }
 
 impl Applier {
-    pub fn new(store: Arc<Store>, hub: Arc<WatchHub>, lessor: Arc<Lessor>) -> Self {
+    pub fn new(store: Arc<Store>, hub: Arc<WatchHub>, lessor: Arc<Lessor>, metrics: Arc<Metrics>) -> Self {
         let finished = store.compacted_revision().unwrap_or(rkv_storage::NEVER_COMPACTED);
         let alarms = std::sync::Mutex::new(load_alarms(&store));
-        Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms }
+        Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms, metrics }
     }
 
     /// Active alarms, in (member, type) order.
@@ -180,6 +182,7 @@ impl Applier {
                 continue;
             };
             let before = writer.events().len();
+            count_ops(&self.metrics, command);
             let outcome = match command {
                 Command::Alarm(r) => {
                     self.apply_alarm(&mut writer, r).map(|resp| (CommandResponse::Alarm(resp), None))
@@ -202,7 +205,9 @@ impl Applier {
             results.push(Some(result));
         }
         writer.put_cluster(CLUSTER_RAFT_APPLIED, raft_state)?;
+        let started = std::time::Instant::now();
         let committed = writer.commit(applied, Durability::Buffered)?;
+        self.metrics.backend_commit.observe(started.elapsed().as_secs_f64());
         debug!(rev = committed.current_rev, entries = commands.len(), "applied batch");
         self.hub.notify(committed.current_rev, &committed.events, captured_prev);
         for scheduled in compactions {
@@ -226,6 +231,45 @@ impl Applier {
         if let Err(e) = spawned {
             error!(error = %e, "cannot start the compaction thread");
         }
+    }
+}
+
+/// etcd's mvcc counters: puts, deletes and ranges, and txns of more than one of them.
+fn count_ops(metrics: &Metrics, command: &Command) {
+    match command {
+        Command::Put(_) => metrics.put_total.inc(),
+        Command::DeleteRange(_) => metrics.delete_total.inc(),
+        Command::Txn(t) => count_txn_ops(metrics, t),
+        _ => {}
+    }
+}
+
+/// etcd counts the ops of the branch that runs; both branches are counted here, an upper
+/// bound that needs no second evaluation of the compares.
+pub(crate) fn count_txn_ops(metrics: &Metrics, t: &TxnRequest) {
+    fn count(metrics: &Metrics, t: &TxnRequest) -> u64 {
+        use rkv_proto::etcdserverpb::request_op::Request;
+        t.success.iter().chain(&t.failure).fold(0, |n, op| {
+            n + match &op.request {
+                Some(Request::RequestPut(_)) => {
+                    metrics.put_total.inc();
+                    1
+                }
+                Some(Request::RequestDeleteRange(_)) => {
+                    metrics.delete_total.inc();
+                    1
+                }
+                Some(Request::RequestRange(_)) => {
+                    metrics.range_total.inc();
+                    1
+                }
+                Some(Request::RequestTxn(nested)) => count(metrics, nested),
+                None => 0,
+            }
+        })
+    }
+    if count(metrics, t) > 1 {
+        metrics.txn_total.inc();
     }
 }
 

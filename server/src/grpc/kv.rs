@@ -60,6 +60,7 @@ impl Kv for KvService {
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_range_request(&r)?;
+        self.shared.metrics.range_total.inc();
         if !r.serializable {
             self.shared.node.linearizable_barrier().await?;
         }
@@ -101,6 +102,7 @@ impl Kv for KvService {
         self.shared.check_message_size(&r)?;
         check::check_txn(&r, self.shared.config.max_txn_ops)?;
         let mut resp = if kv::is_txn_read_only(&r) {
+            crate::apply::count_txn_ops(&self.shared.metrics, &r);
             if !kv::is_txn_serializable(&r) {
                 self.shared.node.linearizable_barrier().await?;
             }

@@ -169,7 +169,10 @@ pub async fn expire_leases(shared: Shared, mut stop: tokio::sync::watch::Receive
         for id in shared.lessor.expired() {
             let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
             match shared.node.propose(revoke).await {
-                Ok(_) => tracing::info!(lease = %format!("{id:016x}"), "lease expired and revoked"),
+                Ok(_) => {
+                    shared.metrics.lease_expired.inc();
+                    tracing::info!(lease = %format!("{id:016x}"), "lease expired and revoked")
+                }
                 Err(ServerError::LeaseNotFound) => {}
                 Err(e) => tracing::warn!(lease = id, error = %e, "cannot revoke an expired lease"),
             }

@@ -65,7 +65,14 @@ impl Watch for WatchService {
             syncer.abort();
             ticker.abort();
         });
-        let responses = ReceiverStream::new(rx).map(Ok);
+        let (hub, delivery) = (self.shared.hub.clone(), self.shared.metrics.watch_delivery.clone());
+        let responses = ReceiverStream::new(rx).map(move |resp| {
+            let last = resp.events.last().and_then(|e| e.kv.as_ref()).map(|kv| kv.mod_revision);
+            if let Some(at) = last.and_then(|rev| hub.durable_at(rev)) {
+                delivery.observe(at.elapsed().as_secs_f64());
+            }
+            Ok(resp)
+        });
         if !require_leader {
             return Ok(Response::new(Box::pin(responses)));
         }

@@ -12,6 +12,7 @@ use super::state_machine::StateMachine;
 use super::TypeConfig;
 use crate::apply::Applier;
 use crate::lease::Lessor;
+use crate::metrics::{Metrics, MetricsLevel};
 use crate::watch::WatchHub;
 
 struct Builder;
@@ -23,10 +24,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let store = Arc::new(Store::open(dir.path().join("db")).map_err(|e| fail(e.to_string()))?);
         let hub = WatchHub::new(store.clone(), ResponseHeader::default(), 1 << 20)
             .map_err(|e| fail(e.to_string()))?;
-        let applier = Arc::new(Applier::new(store.clone(), hub, Arc::new(Lessor::default())));
+        let metrics = Arc::new(Metrics::new(MetricsLevel::Basic).map_err(|e| fail(e.to_string()))?);
+        let applier =
+            Arc::new(Applier::new(store.clone(), hub, Arc::new(Lessor::default()), metrics.clone()));
         let sm = StateMachine::new(applier, dir.path().join("snap"), Arc::new(|| {}))
             .map_err(|e| fail(e.to_string()))?;
-        Ok((dir, LogStore::new(store), sm))
+        Ok((dir, LogStore::new(store, metrics), sm))
     }
 }
 

@@ -11,6 +11,7 @@ use rkv_storage::{Store, RAFT_COMMITTED, RAFT_PURGED, RAFT_VOTE};
 
 use super::codec::{from_bytes, to_bytes};
 use super::{LogId, TypeConfig};
+use crate::metrics::Metrics;
 
 type Entry = openraft::Entry<TypeConfig>;
 type SResult<T> = Result<T, StorageError<u64>>;
@@ -18,11 +19,12 @@ type SResult<T> = Result<T, StorageError<u64>>;
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Self {
+        Self { store, metrics }
     }
 
     /// Runs blocking RocksDB work off the async runtime's threads.
@@ -110,6 +112,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> SResult<()> {
+        if let Some(c) = committed {
+            self.metrics.proposals_committed.set(c.index as i64);
+        }
         let bytes = to_bytes(&committed).map_err(|e| super::serr::write(AnyError::new(&e)))?;
         // Not synced: losing it only means re-learning the commit point from the leader.
         self.blocking(move |store| {
@@ -135,11 +140,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = to_bytes(&entry).map_err(|e| super::serr::write_logs(AnyError::new(&e)))?;
             encoded.push((entry.get_log_id().index, bytes));
         }
+        let fsync = self.metrics.wal_fsync.clone();
         let written = self
             .blocking(move |store| {
-                store
+                let started = std::time::Instant::now();
+                let appended = store
                     .raft_log_append(encoded.iter().map(|(i, b)| (*i, b.as_slice())))
-                    .map_err(|e| AnyError::new(&e))
+                    .map_err(|e| AnyError::new(&e));
+                fsync.observe(started.elapsed().as_secs_f64());
+                appended
             })
             .await;
         // The append is synced (raft_log_append fsyncs) before the callback reports it.

@@ -1,6 +1,7 @@
 //! The client half of the peer transport: openraft's RPCs to other members over gRPC, on
 //! their peer URLs. Messages are postcard-encoded openraft types inside `rkvpb.RaftMessage`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -20,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{from_bytes, to_bytes};
 use super::{PeerNode, TypeConfig};
+use crate::metrics::Metrics;
 
 /// The largest message a peer link carries (a batch of entries or a snapshot chunk).
 pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
@@ -40,13 +42,20 @@ pub fn peer_client(node: &PeerNode) -> Result<PeerClient<Channel>, String> {
 
 pub struct Network {
     pub self_id: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: u64, node: &PeerNode) -> PeerLink {
-        PeerLink { self_id: self.self_id, target, client: peer_client(node) }
+        PeerLink {
+            self_id: self.self_id,
+            target,
+            client: peer_client(node),
+            metrics: self.metrics.clone(),
+            to: format!("{target:x}"),
+        }
     }
 }
 
@@ -54,6 +63,9 @@ pub struct PeerLink {
     self_id: u64,
     target: u64,
     client: Result<PeerClient<Channel>, String>,
+    metrics: Arc<Metrics>,
+    /// The target's ID as etcd's `To` label writes it.
+    to: String,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<u64, PeerNode, RaftError<u64, E>>>;
@@ -63,11 +75,14 @@ type RpcResult<T, E> = Result<T, RPCError<u64, PeerNode, RaftError<u64, E>>>;
 struct LinkError(String);
 
 impl PeerLink {
+    /// `heartbeat`: an append without entries, whose reply time is the round trip (the
+    /// follower does no disk work for it).
     async fn call<Req, Resp, E>(
         &mut self,
         kind: RPCTypes,
         req: &Req,
         option: &RPCOption,
+        heartbeat: bool,
     ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
@@ -79,6 +94,7 @@ impl PeerLink {
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&LinkError(e.clone())))),
         };
         let payload = to_bytes(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.metrics.peer_sent_bytes.with_label_values(&[self.to.as_str()]).inc_by(payload.len() as u64);
         let msg = tonic::Request::new(RaftMessage { payload });
         let ttl = option.hard_ttl();
         let mut client = client;
@@ -89,7 +105,18 @@ impl PeerLink {
                 RPCTypes::InstallSnapshot => client.install_snapshot(msg).await,
             }
         };
-        let reply = match tokio::time::timeout(ttl, call).await {
+        let started = std::time::Instant::now();
+        let replied = tokio::time::timeout(ttl, call).await;
+        match &replied {
+            Ok(Ok(_)) if heartbeat => self
+                .metrics
+                .peer_rtt
+                .with_label_values(&[self.to.as_str()])
+                .observe(started.elapsed().as_secs_f64()),
+            Ok(Ok(_)) => {}
+            _ => self.metrics.peer_sent_failures.with_label_values(&[self.to.as_str()]).inc(),
+        }
+        let reply = match replied {
             Err(_) => {
                 return Err(RPCError::Timeout(Timeout {
                     action: kind,
@@ -116,7 +143,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
-        self.call(RPCTypes::AppendEntries, &rpc, &option).await
+        let heartbeat = rpc.entries.is_empty();
+        self.call(RPCTypes::AppendEntries, &rpc, &option, heartbeat).await
     }
 
     async fn install_snapshot(
@@ -124,7 +152,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(RPCTypes::InstallSnapshot, &rpc, &option).await
+        self.call(RPCTypes::InstallSnapshot, &rpc, &option, false).await
     }
 
     async fn vote(
@@ -132,6 +160,6 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
-        self.call(RPCTypes::Vote, &rpc, &option).await
+        self.call(RPCTypes::Vote, &rpc, &option, false).await
     }
 }

@@ -3,7 +3,7 @@
 //! every wait is bounded by etcd's request timeout with etcd's errors.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -19,6 +19,7 @@ use super::network::peer_client;
 use super::{PeerNode, Proposal, Raft};
 use crate::apply::{Command, CommandResponse};
 use crate::error::{Result, ServerError};
+use crate::metrics::Metrics;
 
 /// etcd's term for an openraft term. etcd bootstraps a cluster in term 1 and elects its first
 /// leader in term 2; openraft initializes in term 0 and elects in term 1. After that both add
@@ -36,6 +37,7 @@ pub struct RaftNode {
     /// etcd's request timeout: 5s plus two election timeouts.
     request_timeout: Duration,
     clients: Mutex<HashMap<u64, (PeerNode, PeerClient<Channel>)>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
@@ -48,12 +50,13 @@ fn never_sent(status: &tonic::Status) -> bool {
 }
 
 impl RaftNode {
-    pub fn new(raft: Raft, id: u64, election_timeout: Duration) -> Self {
+    pub fn new(raft: Raft, id: u64, election_timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             raft,
             id,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
             clients: Mutex::default(),
+            metrics,
         }
     }
 
@@ -118,6 +121,23 @@ impl RaftNode {
 
     /// Proposes a write and waits until it is committed and applied on this member.
     pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
+        self.metrics.proposals_pending.inc();
+        let result = self.propose_until_done(command).await;
+        self.metrics.proposals_pending.dec();
+        // etcd counts proposals that consensus failed, not requests the apply refused.
+        if matches!(
+            result,
+            Err(ServerError::Timeout
+                | ServerError::LeaderChanged
+                | ServerError::NoLeader
+                | ServerError::Stopped)
+        ) {
+            self.metrics.proposals_failed.inc();
+        }
+        result
+    }
+
+    async fn propose_until_done(&self, command: Command) -> Result<CommandResponse> {
         let deadline = Instant::now() + self.request_timeout;
         let proposal = Proposal::new(command);
         loop {

@@ -12,9 +12,10 @@
 
 mod syncer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use rkv_proto::etcdserverpb::{ResponseHeader, WatchResponse};
 use rkv_proto::mvccpb::{event::EventType, Event};
@@ -128,6 +129,19 @@ pub struct WatchHub {
     term: std::sync::atomic::AtomicU64,
     inner: Mutex<HubInner>,
     prev_kv_watchers: AtomicUsize,
+    /// When recent batches became durable, by their last revision (for delivery latency).
+    durable: Mutex<VecDeque<(i64, Instant)>>,
+}
+
+/// How many recent batches `durable_at` remembers.
+const DURABLE_HISTORY: usize = 4096;
+
+/// What `/metrics` reports about watches.
+pub struct WatchCounts {
+    pub streams: usize,
+    pub watchers: usize,
+    /// Watchers catching up from history.
+    pub unsynced: usize,
 }
 
 impl WatchHub {
@@ -150,12 +164,29 @@ impl WatchHub {
                 watchers: HashMap::new(),
             }),
             prev_kv_watchers: AtomicUsize::new(0),
+            durable: Mutex::new(VecDeque::with_capacity(DURABLE_HISTORY)),
         }))
     }
 
     fn lock(&self) -> MutexGuard<'_, HubInner> {
         // A panic while holding the lock leaves plain data behind; keep serving.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn counts(&self) -> WatchCounts {
+        let inner = self.lock();
+        WatchCounts {
+            streams: inner.streams.len(),
+            watchers: inner.watchers.len(),
+            unsynced: inner.watchers.values().filter(|w| !w.synced).count(),
+        }
+    }
+
+    /// When the batch holding `revision` became durable, if it is recent.
+    pub fn durable_at(&self, revision: i64) -> Option<Instant> {
+        let durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        let i = durable.partition_point(|(last, _)| *last < revision);
+        durable.get(i).map(|(_, at)| *at)
     }
 
     pub fn header(&self, revision: i64) -> Option<ResponseHeader> {
@@ -349,6 +380,13 @@ impl WatchHub {
         inner.current_rev = current_rev;
         if events.is_empty() {
             return;
+        }
+        {
+            let mut durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+            if durable.len() == DURABLE_HISTORY {
+                durable.pop_front();
+            }
+            durable.push_back((current_rev, Instant::now()));
         }
         let HubInner { streams, watchers, .. } = &mut *inner;
         let mut closed = Vec::new();
