@@ -9,84 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rkv_proto::etcdserverpb::{
-    kv_client::KvClient, maintenance_client::MaintenanceClient, watch_create_request::FilterType,
-    HashKvRequest, PutRequest, RangeRequest, WatchCreateRequest,
+    watch_create_request::FilterType, PutRequest, RangeRequest, WatchCreateRequest,
 };
-use tonic::transport::Channel;
 
-use common::cluster::Cluster;
+use common::cluster::{assert_same_history, hash_kv, keys, kv, prefix_end, wait_acked, write_load, Cluster};
 use common::watch::WatchConn;
 use common::{channel, etcdctl, tempdir, Rkv, Server};
-
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
-async fn kv(m: &Rkv) -> KvClient<Channel> {
-    KvClient::new(channel(m).await)
-}
-
-/// Keys under `prefix` on `m` ("\0": every key), read linearizably (or serializably).
-async fn keys(m: &Rkv, prefix: &str, serializable: bool) -> (BTreeSet<String>, i64) {
-    let range_end = if prefix == "\0" { b"\0".to_vec() } else { prefix_end(prefix.as_bytes()) };
-    let resp = kv(m)
-        .await
-        .range(RangeRequest {
-            key: prefix.as_bytes().to_vec(),
-            range_end,
-            keys_only: true,
-            serializable,
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("range on {}: {e}", m.endpoint()))
-        .into_inner();
-    let keys = resp.kvs.iter().map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).collect();
-    (keys, resp.header.map(|h| h.revision).unwrap_or(0))
-}
-
-/// HashKV of every running member at one revision: equal digests mean equal histories.
-async fn assert_same_history(cluster: &Cluster) {
-    let mut rev = i64::MAX;
-    for m in cluster.members.iter().filter(|m| m.child.is_some()) {
-        // A linearizable read brings the member up to the commit index first.
-        rev = rev.min(keys(m, "\0", false).await.1);
-    }
-    let mut hashes = Vec::new();
-    for m in cluster.members.iter().filter(|m| m.child.is_some()) {
-        let resp = MaintenanceClient::new(channel(m).await)
-            .hash_kv(HashKvRequest { revision: rev })
-            .await
-            .unwrap_or_else(|e| panic!("hashkv on {}: {e}", m.endpoint()))
-            .into_inner();
-        hashes.push((m.endpoint(), resp.hash, resp.compact_revision));
-    }
-    assert!(hashes.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2)), "hashes at {rev}: {hashes:?}");
-    // Maintenance.Hash over the whole store agrees too once every member has applied the same
-    // log (a lease may still expire meanwhile: compare again until a quiet moment).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut whole = Vec::new();
-        for m in cluster.members.iter().filter(|m| m.child.is_some()) {
-            keys(m, "\0", false).await;
-            let resp = MaintenanceClient::new(channel(m).await)
-                .hash(rkv_proto::etcdserverpb::HashRequest {})
-                .await
-                .unwrap_or_else(|e| panic!("hash on {}: {e}", m.endpoint()))
-                .into_inner();
-            whole.push((resp.header.map(|h| h.revision), resp.hash));
-        }
-        if whole.windows(2).all(|w| w[0] == w[1]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hash: {whole:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_write_read_and_watch_on_any_member() {
@@ -174,54 +102,6 @@ async fn writes_reads_and_watches_on_any_member(n: usize) {
     for m in &cluster.members {
         let got = etcdctl(m, &["get", "k/07", "--print-value-only"], None);
         assert_eq!(got.stdout, "v\n", "get through {}", m.endpoint());
-    }
-}
-
-/// Puts unique keys through any member until told to stop; records every acknowledged key.
-async fn write_load(
-    endpoints: Vec<String>,
-    writer: usize,
-    acked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<Mutex<bool>>,
-) {
-    let mut n = 0u64;
-    let mut target = writer;
-    while !*stop.lock().unwrap_or_else(|e| e.into_inner()) {
-        let endpoint = &endpoints[target % endpoints.len()];
-        let conn = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .connect_timeout(Duration::from_millis(300))
-            .timeout(Duration::from_secs(10));
-        let Ok(channel) = conn.connect().await else {
-            target += 1;
-            continue;
-        };
-        let mut client = KvClient::new(channel);
-        loop {
-            if *stop.lock().unwrap_or_else(|e| e.into_inner()) {
-                return;
-            }
-            let key = format!("load/{writer}/{n:06}");
-            n += 1;
-            let put =
-                PutRequest { key: key.clone().into_bytes(), value: vec![b'x'; 64], ..Default::default() };
-            match client.put(put).await {
-                Ok(_) => acked.lock().unwrap_or_else(|e| e.into_inner()).push(key),
-                Err(_) => {
-                    // Unknown outcome: the key may or may not exist. Try another member.
-                    target += 1;
-                    break;
-                }
-            }
-        }
-    }
-}
-
-async fn wait_acked(acked: &Arc<Mutex<Vec<String>>>, at_least: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap_or_else(|e| e.into_inner()).len() < at_least {
-        assert!(Instant::now() < deadline, "writes stalled below {at_least}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -664,15 +544,6 @@ async fn leases_are_kept_alive_through_followers_and_expire_everywhere() {
     assert!(left.ttl > 0 && left.keys == vec![b"l/kept".to_vec()], "{left:?}");
     cluster.start_all();
     assert_same_history(&cluster).await;
-}
-
-async fn hash_kv(m: &Rkv, revision: i64) -> (u32, i64) {
-    let resp = MaintenanceClient::new(channel(m).await)
-        .hash_kv(HashKvRequest { revision })
-        .await
-        .unwrap_or_else(|e| panic!("hashkv on {}: {e}", m.endpoint()))
-        .into_inner();
-    (resp.hash, resp.compact_revision)
 }
 
 /// `rctl snapshot save` from a member of a cluster under load, `rctl snapshot restore` into the

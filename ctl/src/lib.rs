@@ -81,6 +81,11 @@ enum Command {
         #[arg(long)]
         cluster: bool,
     },
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader {
+        /// The (hexadecimal) ID of the member to lead.
+        transferee: Vec<String>,
+    },
     /// Membership related commands.
     Member {
         #[command(subcommand)]
@@ -347,6 +352,13 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
         Command::Alarm { command } => {
             let c = tri!(client());
             tri!(command::alarm::run(command, &c, &mut out).await);
+        }
+        Command::MoveLeader { transferee } => {
+            let mut clients = Vec::new();
+            for ep in &cli.endpoints {
+                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout))));
+            }
+            tri!(command::move_leader::run(&transferee, &clients, format, &mut out).await);
         }
         Command::Member { command } => {
             let c = tri!(client());

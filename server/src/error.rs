@@ -66,6 +66,13 @@ pub enum ServerError {
     /// The leader changed while the request was in flight (etcd's `ErrLeaderChanged`).
     #[error("leader changed")]
     LeaderChanged,
+    /// A request only the leader serves (MoveLeader) reached a follower (etcd's `ErrNotLeader`).
+    #[error("not leader")]
+    NotLeader,
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// An error the leader answered a forwarded request with, as its gRPC status.
     #[error("{}", .0.message())]
     Remote(tonic::Status),

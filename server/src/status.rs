@@ -62,6 +62,10 @@ impl From<&ServerError> for Status {
             ServerError::LearnerNotReady => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             ServerError::TooManyLearners => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             ServerError::NoLeader => (Code::Unavailable, "etcdserver: no leader".into()),
+            ServerError::NotLeader | ServerError::BadLeaderTransferee => {
+                (Code::FailedPrecondition, format!("etcdserver: {e}"))
+            }
+            ServerError::LeaderTransferTimeout => (Code::DeadlineExceeded, format!("etcdserver: {e}")),
             ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out".into()),
             ServerError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed".into()),
             ServerError::Remote(status) => return status.clone(),

@@ -3,6 +3,7 @@ pub mod endpoint;
 pub mod kv;
 pub mod lease;
 pub mod member;
+pub mod move_leader;
 pub mod snapshot;
 pub mod txn;
 pub mod watch;

@@ -214,9 +214,14 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("move-leader"))
+        let target = request.into_inner().target_id;
+        let node = &self.shared.node;
+        node.transfer_leadership(target, node.request_deadline()).await?;
+        let mut resp = MoveLeaderResponse::default();
+        self.shared.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {

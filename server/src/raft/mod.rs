@@ -12,6 +12,7 @@ pub mod network;
 pub mod node;
 pub mod peer;
 pub mod state_machine;
+mod transfer;
 
 #[cfg(test)]
 mod conformance;

@@ -38,6 +38,8 @@ pub struct RaftNode {
     request_timeout: Duration,
     clients: Mutex<HashMap<u64, (PeerNode, PeerClient<Channel>)>>,
     metrics: Arc<Metrics>,
+    /// True while this leader hands leadership over: new proposals wait (see `transfer`).
+    pub(super) transferring: tokio::sync::watch::Sender<bool>,
 }
 
 /// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
@@ -57,6 +59,7 @@ impl RaftNode {
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
             clients: Mutex::default(),
             metrics,
+            transferring: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -143,6 +146,11 @@ impl RaftNode {
         loop {
             let leader = self.wait_leader(deadline).await?;
             if leader == self.id {
+                // A leadership transfer that ends while the proposal waits moves it, not yet
+                // in any log, to the new leader.
+                if !self.admit(deadline).await? {
+                    continue;
+                }
                 return self.propose_local(proposal, deadline).await.map(|(resp, _)| resp);
             }
             match self.forward(leader, &proposal, deadline).await {

@@ -62,7 +62,7 @@ impl Peer for PeerService {
             return Err(Status::invalid_argument("empty raft command"));
         }
         let node = &self.shared.node;
-        if !node.is_leader() {
+        if !node.is_leader() || !node.admit(node.request_deadline()).await? {
             // Refused before it reached the log: the proposer may safely try the new leader.
             return Err(Status::failed_precondition(NOT_LEADER));
         }
@@ -114,5 +114,10 @@ impl Peer for PeerService {
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         Ok(Response::new(time_to_live(&self.shared, request.into_inner())))
+    }
+
+    async fn timeout_now(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.shared.node.campaign().await?;
+        Ok(Response::new(RaftMessage::default()))
     }
 }
