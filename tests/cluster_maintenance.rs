@@ -98,3 +98,59 @@ async fn move_leader_in_five_members() {
     let put = etcdctl(&cluster.members[old], &["put", "after", "move"], None);
     assert_eq!(put.code, 0, "{put:?}");
 }
+
+/// The compact revision each running member reports (HashKV at its current revision, after
+/// a linearizable read has brought it up to date).
+async fn compact_revisions(cluster: &Cluster) -> Vec<i64> {
+    let mut revs = Vec::new();
+    for m in cluster.members.iter().filter(|m| m.child.is_some()) {
+        keys(m, "\0", false).await;
+        revs.push(common::cluster::hash_kv(m, 0).await.1);
+    }
+    revs
+}
+
+/// Waits until every running member has compacted at the same revision, at least `rev`.
+async fn wait_compacted_past(cluster: &Cluster, rev: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let revs = compact_revisions(cluster).await;
+        if revs.iter().all(|r| *r >= rev) && revs.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "compact revisions {revs:?}, want >= {rev}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Periodic auto-compaction in a cluster: the leader alone compacts, through the log, so every
+/// member compacts at the same revision; a new leader takes over compacting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_compaction_runs_on_the_leader_and_applies_everywhere() {
+    let dir = tempdir();
+    let mut cluster = Cluster::start_with(
+        dir.path(),
+        3,
+        &["--auto-compaction-mode=periodic", "--auto-compaction-retention=1s"],
+    );
+    for i in 0..20 {
+        assert_eq!(etcdctl(&cluster.members[i % 3], &["put", "k", &i.to_string()], None).code, 0);
+    }
+    let (_, written) = keys(&cluster.members[0], "\0", false).await;
+    wait_compacted_past(&cluster, written).await;
+    let leader = cluster.leader().await;
+    for (i, m) in cluster.members.iter().enumerate() {
+        assert_eq!(m.log_text().contains("completed auto compaction"), i == leader, "member {i}");
+    }
+    cluster.members[leader].kill9();
+    let new = cluster.leader().await;
+    for i in 0..20 {
+        assert_eq!(etcdctl(&cluster.members[new], &["put", "k", &i.to_string()], None).code, 0);
+    }
+    let (_, written) = keys(&cluster.members[new], "\0", false).await;
+    wait_compacted_past(&cluster, written).await;
+    assert!(cluster.members[new].log_text().contains("completed auto compaction"));
+    // The newest value survives every compaction.
+    let got = etcdctl(&cluster.members[new], &["get", "k", "--print-value-only"], None);
+    assert_eq!(got.stdout, "19\n");
+}
