@@ -1,4 +1,5 @@
-//! Maintenance of a running cluster: leadership transfer (move-leader) under a write load.
+//! Maintenance of running members: leadership transfer (move-leader) under a write load,
+//! auto-compaction in a cluster, writes during a defragment.
 
 mod common;
 
@@ -32,8 +33,10 @@ async fn move_leader_hands_over_under_load_as_etcdctl_expects() {
 
     let old = cluster.leader().await;
     let target = (old + 1) % 3;
+    let started = std::time::Instant::now();
     let moved = etcdctl(&cluster.members[0], &[&all, "move-leader", &format!("{:x}", ids[target])], None);
-    assert_eq!(moved.code, 0, "{moved:?}");
+    eprintln!("move-leader took {:?}", started.elapsed());
+    assert_eq!(moved.code, 0, "{moved:?}\n{}", cluster.members[old].log_text());
     assert_eq!(moved.stdout, format!("Leadership transferred from {:x} to {:x}\n", ids[old], ids[target]));
     assert_eq!(cluster.leader().await, target);
     let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
@@ -153,4 +156,84 @@ async fn auto_compaction_runs_on_the_leader_and_applies_everywhere() {
     // The newest value survives every compaction.
     let got = etcdctl(&cluster.members[new], &["get", "k", "--print-value-only"], None);
     assert_eq!(got.stdout, "19\n");
+}
+
+/// Defragment rewrites the store while writes go on: puts complete while the defragment RPC is
+/// in flight (etcd 3.5 blocks them; benches/maintenance.rs measures the longest pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_flow_during_defragment() {
+    use rkv_proto::etcdserverpb::{
+        kv_client::KvClient, maintenance_client::MaintenanceClient, CompactionRequest, DefragmentRequest,
+        PutRequest,
+    };
+    let dir = tempdir();
+    let rkv = common::Rkv::start(dir.path());
+    let channel = common::channel(&rkv).await;
+    // Enough garbage to make the rewrite take a while: 40 MiB written, half of it overwritten.
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let mut kv = KvClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..2u8 {
+                for i in (c..5000).step_by(16) {
+                    let put = PutRequest {
+                        key: format!("big/{i:05}").into_bytes(),
+                        value: vec![round; 4096],
+                        ..Default::default()
+                    };
+                    kv.put(put).await.unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut kv = KvClient::new(channel.clone());
+    let rev = kv
+        .put(PutRequest { key: b"mark".to_vec(), ..Default::default() })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner()
+        .header
+        .map_or(0, |h| h.revision);
+    kv.compact(CompactionRequest { revision: rev, physical: true }).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let defrag_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let defrag = {
+        let (channel, done) = (channel.clone(), defrag_done.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            MaintenanceClient::new(channel)
+                .defragment(DefragmentRequest {})
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            started.elapsed()
+        })
+    };
+    // Writes that both start and finish while the defragment is still running.
+    let mut during = 0;
+    let mut worst = std::time::Duration::ZERO;
+    let mut i = 0;
+    while !defrag_done.load(std::sync::atomic::Ordering::SeqCst) {
+        let started = std::time::Instant::now();
+        kv.put(PutRequest {
+            key: format!("during/{i}").into_bytes(),
+            value: vec![1; 64],
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("put during defragment: {e}"));
+        worst = worst.max(started.elapsed());
+        if !defrag_done.load(std::sync::atomic::Ordering::SeqCst) {
+            during += 1;
+        }
+        i += 1;
+    }
+    let took = defrag.await.unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("defragment took {took:?}; {during} puts completed meanwhile, the slowest in {worst:?}");
+    assert!(during > 0, "no put completed during a {took:?} defragment");
+    let got = etcdctl(&rkv, &["get", "big/04999", "--print-value-only"], None);
+    assert_eq!(got.stdout.len(), 4097, "the data survives the defragment");
 }

@@ -34,8 +34,29 @@ pub struct Restored {
 
 const SHA_LEN: usize = 32;
 
+/// Reads a snapshot held in memory, telling `progress` (bytes read, total) as it goes.
+struct Counting<'a, 'p> {
+    inner: Cursor<&'a [u8]>,
+    progress: &'p mut dyn FnMut(u64, u64),
+}
+
+impl std::io::Read for Counting<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(self.inner.position(), self.inner.get_ref().len() as u64);
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Counting<'_, '_> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 /// Checks the file completely, then writes the data dir; a bad file leaves nothing behind.
-pub fn restore(req: &RestoreRequest) -> Result<Restored, String> {
+/// `progress` hears (bytes imported, total) while the data dir is written.
+pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<Restored, String> {
     let bytes = std::fs::read(&req.snapshot).map_err(|e| format!("{}: {e}", req.snapshot.display()))?;
     let body = snapshot_body(&bytes, req.skip_hash_check)?;
     rkv_storage::Store::verify_snapshot(Cursor::new(body)).map_err(|e| e.to_string())?;
@@ -63,7 +84,8 @@ pub fn restore(req: &RestoreRequest) -> Result<Restored, String> {
     let written = (|| -> Result<i64, String> {
         identity::open_data_dir(&req.data_dir, id).map_err(|e| e.to_string())?;
         let store = rkv_storage::Store::open(identity::db_path(&req.data_dir)).map_err(|e| e.to_string())?;
-        store.import_snapshot(Cursor::new(body)).map_err(|e| e.to_string())?;
+        let input = Counting { inner: Cursor::new(body), progress };
+        store.import_snapshot(input).map_err(|e| e.to_string())?;
         store.clear_cluster_state().map_err(|e| e.to_string())?;
         store.current_revision().map_err(|e| e.to_string())
     })();

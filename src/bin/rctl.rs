@@ -3,7 +3,7 @@
 
 use rctl::command::snapshot::{set_tools, FileStatus, RestoreArgs, SnapshotTools};
 
-fn restore(args: &RestoreArgs) -> Result<String, String> {
+fn restore(args: &RestoreArgs, progress: &mut dyn FnMut(u64, u64)) -> Result<String, String> {
     let snapshot = args.filename.clone().ok_or("snapshot restore requires exactly one argument")?;
     let data_dir = args.data_dir.clone().unwrap_or_else(|| format!("{}.rkv", args.name).into());
     let req = rkv_server::restore::RestoreRequest {
@@ -20,7 +20,7 @@ fn restore(args: &RestoreArgs) -> Result<String, String> {
             .collect(),
         skip_hash_check: args.skip_hash_check,
     };
-    let restored = rkv_server::restore::restore(&req)?;
+    let restored = rkv_server::restore::restore(&req, progress)?;
     Ok(format!(
         "restored snapshot at revision {} into {} (member {:x}, cluster {:x})",
         restored.revision,

@@ -53,10 +53,13 @@ pub struct RestoreArgs {
 
 /// What reading and restoring snapshot files needs from the storage layer, which this crate
 /// does not depend on: the `rctl` binary supplies it.
+/// Builds the data dir, telling the progress callback (bytes done, total) as it goes.
+pub type RestoreFn = fn(&RestoreArgs, &mut dyn FnMut(u64, u64)) -> Result<String, String>;
+
 #[derive(Clone, Copy)]
 pub struct SnapshotTools {
     /// Builds a data dir; returns the line to print.
-    pub restore: fn(&RestoreArgs) -> Result<String, String>,
+    pub restore: RestoreFn,
     pub status: fn(&std::path::Path) -> Result<FileStatus, String>,
 }
 
@@ -102,7 +105,12 @@ impl Progress {
     }
 
     fn advance(&mut self, n: u64, remaining: u64) {
-        self.bytes += n;
+        self.show(self.bytes + n, self.bytes + n + remaining);
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        self.bytes = done;
+        let remaining = total.saturating_sub(done);
         if !self.on || self.drawn.elapsed() < std::time::Duration::from_millis(200) {
             return;
         }
@@ -138,8 +146,10 @@ pub fn run_offline(command: SnapshotCommand, format: Format, out: &mut Out) -> R
             if args.filename.is_none() {
                 return Err(CtlError::bad_args("snapshot restore requires exactly one argument"));
             }
-            let message =
-                (tools()?.restore)(&args).map_err(|e| CtlError::new(crate::error::EXIT_ERROR, e))?;
+            let mut progress = Progress::new();
+            let restored = (tools()?.restore)(&args, &mut |done, total| progress.show(done, total));
+            progress.finish();
+            let message = restored.map_err(|e| CtlError::new(crate::error::EXIT_ERROR, e))?;
             out.line(&message);
             Ok(())
         }
