@@ -11,6 +11,8 @@ if [ "${RKV_NEED_TEST_TOOLS:-0}" = 1 ]; then
   # The etcd-client crate (a third-party client the tests use) runs protoc in its build script.
   command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
   command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
+  # The TLS tests check rkv's HTTPS endpoints with curl.
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)"

@@ -47,6 +47,7 @@ async fn etcd_flags_and_environment() {
     // etcd's Go flag syntax: single dash, bool flags with =.
     std::env::set_var("ETCD_MAX_TXN_OPS", "2");
     let peer = format!("http://127.0.0.1:{}", common::free_port());
+    let metrics = format!("--listen-metrics-urls=http://127.0.0.1:{}", common::free_port());
     let rkv = Rkv::start_with(
         dir.path(),
         &[
@@ -57,7 +58,7 @@ async fn etcd_flags_and_environment() {
             "--peer-client-cert-auth=true",
             "--experimental-initial-corrupt-check=true",
             "--experimental-watch-progress-notify-interval=5s",
-            "--listen-metrics-urls=http://127.0.0.1:2381",
+            &metrics,
             &format!("--initial-cluster=node-1={peer}"),
             &format!("--initial-advertise-peer-urls={peer}"),
             "--listen-peer-urls",

@@ -8,6 +8,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::{CtlError, EXIT_BAD_CONNECTION, EXIT_ERROR};
+use crate::tls::TlsFlags;
 
 #[derive(Clone)]
 pub struct Client {
@@ -15,28 +16,26 @@ pub struct Client {
     pub command_timeout: Duration,
 }
 
-/// `127.0.0.1:2379` or `http://127.0.0.1:2379` to a URI tonic accepts.
-pub fn endpoint_uri(ep: &str) -> String {
-    if ep.contains("://") {
-        ep.to_string()
-    } else {
-        format!("http://{ep}")
-    }
-}
-
 impl Client {
     pub fn connect(
         endpoint: &str,
         dial_timeout: Duration,
         command_timeout: Duration,
+        tls: &TlsFlags,
     ) -> Result<Self, CtlError> {
-        let ep = Endpoint::from_shared(endpoint_uri(endpoint))
+        let (uri, secure) = tls.endpoint(endpoint);
+        let ep = Endpoint::from_shared(uri)
             .map_err(|e| CtlError::new(EXIT_BAD_CONNECTION, format!("invalid endpoint {endpoint}: {e}")))?
             .connect_timeout(dial_timeout)
             .tcp_nodelay(true);
         // The Go client connects lazily too: an unreachable endpoint shows up as the command
         // timing out, with etcdctl's "context deadline exceeded".
-        Ok(Self { channel: ep.connect_lazy(), command_timeout })
+        let channel = if secure {
+            ep.connect_with_connector_lazy(crate::tls::connector(tls.client_config()?, dial_timeout))
+        } else {
+            ep.connect_lazy()
+        };
+        Ok(Self { channel, command_timeout })
     }
 
     pub fn channel(&self) -> Channel {

@@ -7,6 +7,7 @@ mod error;
 mod goquote;
 mod json;
 mod print;
+mod tls;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -47,6 +48,21 @@ struct Cli {
         default_value = "simple"
     )]
     write_out: String,
+    /// Verify certificates of TLS-enabled secure servers using this CA bundle.
+    #[arg(long, global = true, env = "ETCDCTL_CACERT")]
+    cacert: Option<String>,
+    /// Identify secure client using this TLS certificate file.
+    #[arg(long, global = true, env = "ETCDCTL_CERT")]
+    cert: Option<String>,
+    /// Identify secure client using this TLS key file.
+    #[arg(long, global = true, env = "ETCDCTL_KEY")]
+    key: Option<String>,
+    /// Skip server certificate verification (CAUTION: this option should be enabled only for testing purposes).
+    #[arg(long = "insecure-skip-tls-verify", global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    insecure_skip_tls_verify: bool,
+    /// Disable transport security for client connections.
+    #[arg(long = "insecure-transport", global = true, env = "ETCDCTL_INSECURE_TRANSPORT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+    insecure_transport: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -218,7 +234,14 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
     let dial = tri!(parse_duration("dial-timeout", &cli.dial_timeout));
     let command_timeout = tri!(parse_duration("command-timeout", &cli.command_timeout));
     let endpoint = cli.endpoints.first().cloned().unwrap_or_else(|| "127.0.0.1:2379".into());
-    let client = || Client::connect(&endpoint, dial, command_timeout);
+    let tls = tls::TlsFlags {
+        cacert: cli.cacert.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+        insecure_skip_tls_verify: cli.insecure_skip_tls_verify,
+        insecure_transport: cli.insecure_transport,
+    };
+    let client = || Client::connect(&endpoint, dial, command_timeout, &tls);
     let mut printer = Printer { format, value_only: false };
     match cli.command {
         Command::Put(args) => {
@@ -278,7 +301,7 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             };
             let mut clients = Vec::new();
             for ep in &endpoints {
-                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout))));
+                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout, &tls))));
             }
             match command {
                 EndpointCommand::Status => {
@@ -356,7 +379,7 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
         Command::MoveLeader { transferee } => {
             let mut clients = Vec::new();
             for ep in &cli.endpoints {
-                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout))));
+                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout, &tls))));
             }
             tri!(command::move_leader::run(&transferee, &clients, format, &mut out).await);
         }
@@ -373,7 +396,7 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             };
             let mut failed = false;
             for ep in &endpoints {
-                let c = tri!(Client::connect(ep, dial, command_timeout));
+                let c = tri!(Client::connect(ep, dial, command_timeout, &tls));
                 let req = rkv_proto::etcdserverpb::DefragmentRequest {};
                 match c.call(|| async { c.maintenance().defragment(req).await }).await {
                     Ok(_) => out.line(&format!("Finished defragmenting etcd member[{ep}]")),

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::tls::{TlsFiles, TlsVersions};
+
 /// etcd's default client URL.
 pub const DEFAULT_CLIENT_URL: &str = "http://localhost:2379";
 /// etcd's default peer URL.
@@ -52,26 +54,14 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("enable-v2", true),
     ("v2-deprecation", false),
     ("enable-grpc-gateway", true),
-    ("cert-file", false),
-    ("key-file", false),
-    ("client-cert-auth", true),
     ("client-crl-file", false),
     ("client-cert-allowed-hostname", false),
-    ("trusted-ca-file", false),
-    ("auto-tls", true),
-    ("peer-cert-file", false),
-    ("peer-key-file", false),
-    ("peer-client-cert-auth", true),
-    ("peer-trusted-ca-file", false),
-    ("peer-auto-tls", true),
     ("peer-cert-allowed-cn", false),
     ("peer-cert-allowed-hostname", false),
     ("peer-crl-file", false),
     ("cipher-suites", false),
     ("cors", false),
     ("host-whitelist", false),
-    ("tls-min-version", false),
-    ("tls-max-version", false),
     ("self-signed-cert-validity", false),
     ("logger", false),
     ("log-outputs", false),
@@ -206,6 +196,54 @@ pub struct Flags {
     pub experimental_watch_progress_notify_interval: String,
 
     /// Log level: debug, info, warn, error, panic or fatal.
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub client_cert_auth: Option<bool>,
+
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub auto_tls: Option<bool>,
+
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub peer_client_cert_auth: Option<bool>,
+
+    /// Peer TLS using self-generated certificates if --peer-key-file and --peer-cert-file are not provided.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub peer_auto_tls: Option<bool>,
+
+    /// Minimum TLS version supported by etcd (TLS1.2 or TLS1.3; rustls has no older ones).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+
+    /// Maximum TLS version supported by etcd (empty: no maximum).
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
+    pub tls_max_version: String,
+
     /// Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
     pub metrics: String,
@@ -253,6 +291,13 @@ pub struct Config {
     pub log_level: String,
     pub watch_progress_notify_interval: Duration,
     pub metrics: crate::metrics::MetricsLevel,
+    /// Listen client URLs with the https scheme.
+    pub listen_client_tls_addrs: Vec<SocketAddr>,
+    /// Listen peer URLs with the https scheme.
+    pub listen_peer_tls_addrs: Vec<SocketAddr>,
+    pub client_tls: TlsFiles,
+    pub peer_tls: TlsFiles,
+    pub tls_versions: TlsVersions,
     /// `--listen-metrics-urls`: extra listeners serving only `/metrics` and `/health`.
     pub listen_metrics_addrs: Vec<SocketAddr>,
     /// etcd flags given that rkv accepts but does not use yet (logged at start).
@@ -301,6 +346,11 @@ impl Config {
             watch_progress_notify_interval: Duration::from_secs(600),
             metrics: crate::metrics::MetricsLevel::Basic,
             listen_metrics_addrs: Vec::new(),
+            listen_client_tls_addrs: Vec::new(),
+            listen_peer_tls_addrs: Vec::new(),
+            client_tls: TlsFiles::default(),
+            peer_tls: TlsFiles::default(),
+            tls_versions: TlsVersions { allow_12: true, allow_13: true },
             ignored: Vec::new(),
         }
     }
@@ -321,14 +371,45 @@ impl Config {
 
     fn from_flags(flags: Flags, ignored: Vec<String>) -> Result<Config, ConfigError> {
         let data_dir = flags.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.rkv", flags.name)));
+        let client_tls = TlsFiles {
+            cert: flags.cert_file.clone(),
+            key: flags.key_file.clone(),
+            trusted_ca: flags.trusted_ca_file.clone(),
+            client_cert_auth: flags.client_cert_auth.unwrap_or(false),
+            auto_tls: flags.auto_tls.unwrap_or(false),
+        };
+        let peer_tls = TlsFiles {
+            cert: flags.peer_cert_file.clone(),
+            key: flags.peer_key_file.clone(),
+            trusted_ca: flags.peer_trusted_ca_file.clone(),
+            client_cert_auth: flags.peer_client_cert_auth.unwrap_or(false),
+            auto_tls: flags.peer_auto_tls.unwrap_or(false),
+        };
+        let tls_versions = parse_tls_versions(&flags.tls_min_version, &flags.tls_max_version)?;
         let listen_client_urls = split_urls(&flags.listen_client_urls);
         let mut listen_client_addrs = Vec::new();
+        let mut listen_client_tls_addrs = Vec::new();
         for url in &listen_client_urls {
-            listen_client_addrs.extend(parse_client_url(url)?);
+            match parse_listen_url(url)? {
+                (addr, false) => listen_client_addrs.push(addr),
+                (_, true) if !client_tls.configured() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+                    )))
+                }
+                (addr, true) => listen_client_tls_addrs.push(addr),
+            }
         }
         let mut listen_metrics_addrs = Vec::new();
         for url in split_urls(&flags.listen_metrics_urls) {
-            listen_metrics_addrs.extend(parse_listen_url(&url)?);
+            match parse_listen_url(&url)? {
+                (addr, false) => listen_metrics_addrs.push(addr),
+                (_, true) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "listen metrics URL {url}: https metrics URLs are not supported (see docs/compatibility.md)"
+                    )))
+                }
+            }
         }
         // etcd takes any other value as basic.
         let metrics = match flags.metrics.as_str() {
@@ -361,8 +442,28 @@ impl Config {
         };
         let initial_advertise_peer_urls = split_urls(&flags.initial_advertise_peer_urls);
         let mut listen_peer_addrs = Vec::new();
+        let mut listen_peer_tls_addrs = Vec::new();
         for url in split_urls(&flags.listen_peer_urls) {
-            listen_peer_addrs.extend(parse_listen_url(&url)?);
+            match parse_listen_url(&url)? {
+                (addr, false) => listen_peer_addrs.push(addr),
+                (_, true) if !peer_tls.configured() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {url} with HTTPS scheme"
+                    )))
+                }
+                (addr, true) => listen_peer_tls_addrs.push(addr),
+            }
+        }
+        // Client certificate auth matters only where TLS is served (etcd ignores it on http).
+        for (files, flag, used) in [
+            (&client_tls, "--client-cert-auth", !listen_client_tls_addrs.is_empty()),
+            (&peer_tls, "--peer-client-cert-auth", !listen_peer_tls_addrs.is_empty()),
+        ] {
+            if used && files.client_cert_auth && files.trusted_ca.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "{flag} needs a trusted CA file to verify certificates with"
+                )));
+            }
         }
         let initial_cluster = match &flags.initial_cluster {
             Some(spec) => parse_initial_cluster(spec)?,
@@ -423,6 +524,11 @@ impl Config {
             watch_progress_notify_interval,
             metrics,
             listen_metrics_addrs,
+            listen_client_tls_addrs,
+            listen_peer_tls_addrs,
+            client_tls,
+            peer_tls,
+            tls_versions,
             ignored,
         })
     }
@@ -480,17 +586,41 @@ pub(crate) fn same_urls(a: &[String], b: &[String]) -> bool {
 
 /// `http://host:port` to the addresses to listen on ("localhost" is the loopback, as Go's
 /// listener resolves it).
-fn parse_client_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-    parse_listen_url(url)
+/// `--tls-min-version` and `--tls-max-version`, etcd's names for TLS versions.
+fn parse_tls_versions(min: &str, max: &str) -> Result<TlsVersions, ConfigError> {
+    let rank = |v: &str, flag: &str| match v {
+        "TLS1.0" => Ok(10),
+        "TLS1.1" => Ok(11),
+        "TLS1.2" => Ok(12),
+        "TLS1.3" => Ok(13),
+        "" if flag == "--tls-max-version" => Ok(13),
+        other => Err(ConfigError::Invalid(format!(
+            "unexpected TLS version {other:?} (must be one of: TLS1.0, TLS1.1, TLS1.2, TLS1.3) for {flag}"
+        ))),
+    };
+    let (lo, hi) = (rank(min, "--tls-min-version")?, rank(max, "--tls-max-version")?);
+    if lo > hi {
+        return Err(ConfigError::Invalid(format!("min version ({min}) is greater than max version ({max})")));
+    }
+    // rustls speaks TLS 1.2 and 1.3 only: an older minimum still gets 1.2.
+    let versions = TlsVersions { allow_12: hi >= 12 && lo <= 12, allow_13: hi >= 13 };
+    if !versions.allow_12 && !versions.allow_13 {
+        return Err(ConfigError::Invalid(format!(
+            "TLS versions {min}..{max}: rkv supports TLS1.2 and TLS1.3 only"
+        )));
+    }
+    Ok(versions)
 }
 
-/// A listen URL (client or peer) to the addresses to bind.
-fn parse_listen_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("https://") || url.starts_with("unixs://") {
+/// A listen URL's address and whether it is https.
+fn parse_listen_url(url: &str) -> Result<(SocketAddr, bool), ConfigError> {
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, false)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, true)
+    } else if url.starts_with("unix://") || url.starts_with("unixs://") {
         return Err(ConfigError::Invalid(format!(
-            "listen URL {url}: TLS client URLs are not supported yet (see docs/compatibility.md)"
+            "listen URL {url}: unix socket URLs are not supported (see docs/compatibility.md)"
         )));
     } else {
         return Err(ConfigError::Invalid(format!(
@@ -507,7 +637,7 @@ fn parse_listen_url(url: &str) -> Result<Vec<SocketAddr>, ConfigError> {
         .map_err(|e| ConfigError::Invalid(format!("listen URL {url}: {e}")))?
         .collect();
     match addrs.first() {
-        Some(first) => Ok(vec![*first]),
+        Some(first) => Ok((*first, tls)),
         None => Err(ConfigError::Invalid(format!("listen URL {url}: no address"))),
     }
 }
@@ -660,7 +790,9 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.auto_compaction, AutoCompaction::Revision(1000));
         assert!(c.ignored.contains(&"--max-snapshots=10".to_string()));
-        assert!(c.ignored.contains(&"--client-cert-auth".to_string()));
+        // Go's bool flag syntax for flags rkv uses (TLS is off: the URLs are http).
+        assert!(c.client_tls.client_cert_auth && c.peer_tls.client_cert_auth);
+        assert!(c.listen_client_tls_addrs.is_empty());
     }
 
     #[test]

@@ -88,6 +88,9 @@ pub fn open_data_dir(data_dir: &Path, fresh: Identity) -> Result<Identity, Ident
         let entries: Vec<String> = fs::read_dir(data_dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            // Auto-TLS certificates rkv generates before it can initialize the data dir (a
+            // joining member needs them to ask its peers who it is).
+            .filter(|name| name != "fixtures")
             .collect();
         if !entries.is_empty() {
             let mut found = entries;

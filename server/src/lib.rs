@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod raft;
 pub mod restore;
 mod status;
+pub mod tls;
 pub mod version;
 pub mod watch;
 

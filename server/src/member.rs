@@ -14,9 +14,10 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::service::Routes;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::apply::{Applier, Command, CLUSTER_MEMBER_PREFIX};
 use crate::config::{ClusterState, Config, GRPC_OVERHEAD_BYTES};
@@ -95,6 +96,8 @@ pub enum StartError {
     Raft(String),
     #[error("cannot set up metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started member. Dropping it without `stop` leaves its tasks running until the runtime ends.
@@ -124,10 +127,17 @@ impl Member {
             })
             .collect();
         let ids: Vec<u64> = initial.keys().copied().collect();
+        let peer_fixtures = config.data_dir.join("fixtures").join("peer");
+        let peer_hosts = url_hosts(&config.initial_advertise_peer_urls);
+        let peer_tls = if config.peer_tls.configured() || config.peer_tls.trusted_ca.is_some() {
+            Some(crate::tls::peer_client_config(&config.peer_tls, &peer_fixtures, &peer_hosts)?)
+        } else {
+            None
+        };
         let fresh = if config.initial_cluster_state == ClusterState::Existing
             && !identity::is_initialized(&config.data_dir)
         {
-            join_identity(&config).await?
+            join_identity(&config, &peer_tls).await?
         } else {
             Identity { member_id, cluster_id: identity::compute_cluster_id(&ids) }
         };
@@ -148,7 +158,9 @@ impl Member {
         let lessor = Arc::new(Lessor::restore(store.leases()?, store.leased_keys()?));
         let metrics = Arc::new(Metrics::new(config.metrics)?);
         let applier = Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone()));
-        let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor, &metrics).await?;
+        let network =
+            Network { self_id: identity.member_id, metrics: metrics.clone(), tls: peer_tls.clone() };
+        let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor, network).await?;
         if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
             if config.initial_cluster_state == ClusterState::New {
                 info!(members = initial.len(), "bootstrapping a new cluster");
@@ -162,26 +174,36 @@ impl Member {
         if voters == [identity.member_id] {
             let _ = raft.trigger().elect().await;
         }
-        let node =
-            Arc::new(RaftNode::new(raft, identity.member_id, config.election_timeout, metrics.clone()));
+        let node = Arc::new(RaftNode::new(
+            raft,
+            identity.member_id,
+            config.election_timeout,
+            metrics.clone(),
+            peer_tls,
+        ));
         let store_ref = Arc::downgrade(&store);
         for flag in &config.ignored {
             warn!(flag = %flag, "etcd flag accepted but not used by rkv");
         }
 
-        let mut peer_listeners = Vec::new();
-        for addr in &config.listen_peer_addrs {
-            let listener =
-                TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
-            peer_listeners.push(listener);
-        }
-        let mut listeners = Vec::new();
-        for addr in &config.listen_client_addrs {
-            let listener =
-                TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
-            listeners.push(listener);
-        }
-        let client_addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+        let peer_acceptor = if config.listen_peer_tls_addrs.is_empty() {
+            None
+        } else {
+            Some(crate::tls::acceptor(&config.peer_tls, config.tls_versions, &peer_fixtures, &peer_hosts)?)
+        };
+        let client_acceptor = if config.listen_client_tls_addrs.is_empty() {
+            None
+        } else {
+            let fixtures = config.data_dir.join("fixtures").join("client");
+            let hosts = url_hosts(&config.listen_client_urls);
+            Some(crate::tls::acceptor(&config.client_tls, config.tls_versions, &fixtures, &hosts)?)
+        };
+        let peer_listeners =
+            bind_all(&config.listen_peer_addrs, &config.listen_peer_tls_addrs, &peer_acceptor).await?;
+        let listeners =
+            bind_all(&config.listen_client_addrs, &config.listen_client_tls_addrs, &client_acceptor).await?;
+        let client_addrs: Vec<SocketAddr> =
+            listeners.iter().filter_map(|(l, _)| l.local_addr().ok()).collect();
         let mut metrics_listeners = Vec::new();
         for addr in &config.listen_metrics_addrs {
             let listener =
@@ -203,15 +225,15 @@ impl Member {
             );
             builder.routes()
         };
-        for listener in peer_listeners {
-            tasks.push(tokio::spawn(serve(listener, peer_routes.clone(), stop_rx.clone(), "peer")));
+        for (listener, tls) in peer_listeners {
+            tasks.push(tokio::spawn(serve(listener, tls, peer_routes.clone(), stop_rx.clone(), "peer")));
         }
         // Like etcd, serve clients only once this member's attributes are in the cluster's log
         // (which also means the cluster has a leader).
         publish(&state).await;
         let routes = routes(&state);
-        for listener in listeners {
-            tasks.push(tokio::spawn(serve(listener, routes.clone(), stop_rx.clone(), "client")));
+        for (listener, tls) in listeners {
+            tasks.push(tokio::spawn(serve(listener, tls, routes.clone(), stop_rx.clone(), "client")));
         }
         for listener in metrics_listeners {
             tasks.push(tokio::spawn(serve_metrics(listener, state.clone(), stop_rx.clone())));
@@ -273,14 +295,14 @@ impl Member {
 /// A member joining a running cluster learns its ID (given by `member add`) and the cluster's
 /// ID from the members in --initial-cluster, by its peer URLs (etcd's
 /// `GetClusterFromRemotePeers`).
-async fn join_identity(config: &Config) -> Result<Identity, StartError> {
+async fn join_identity(config: &Config, tls: &crate::raft::network::PeerTls) -> Result<Identity, StartError> {
     let mine = &config.initial_advertise_peer_urls;
     for (name, urls) in &config.initial_cluster {
         if name == &config.name {
             continue;
         }
         let node = PeerNode { name: name.clone(), peer_urls: urls.clone() };
-        let Ok(mut client) = crate::raft::network::peer_client(&node) else { continue };
+        let Ok(mut client) = crate::raft::network::peer_client(&node, tls) else { continue };
         let asked = tokio::time::timeout(
             Duration::from_secs(2),
             client.members(rkv_proto::rkvpb::RaftMessage::default()),
@@ -315,14 +337,17 @@ async fn start_raft(
     applier: &Arc<Applier>,
     hub: &Arc<WatchHub>,
     lessor: &Arc<Lessor>,
-    metrics: &Arc<Metrics>,
+    network: Network,
 ) -> Result<Raft, StartError> {
     let election_ms = config.election_timeout.as_millis() as u64;
     let raft_config = openraft::Config {
         cluster_name: config.initial_cluster_token.clone(),
         heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
-        election_timeout_min: election_ms,
-        election_timeout_max: election_ms * 2,
+        // openraft waits out a leader lease (election_timeout_max) before its randomized
+        // election timeout; halving both gives etcd's failover time, an election within one
+        // to two --election-timeout of silence, and a one-timeout lease for MoveLeader to wait.
+        election_timeout_min: (election_ms / 2).max(config.heartbeat_interval.as_millis() as u64 + 1),
+        election_timeout_max: election_ms,
         install_snapshot_timeout: election_ms.max(1000),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         // etcd keeps this many entries behind a snapshot for slow followers to catch up from.
@@ -345,29 +370,107 @@ async fn start_raft(
     let snap_dir = config.data_dir.join("snap");
     let state_machine =
         StateMachine::new(applier.clone(), snap_dir, on_install).map_err(StartError::Thread)?;
-    let network = Network { self_id: identity.member_id, metrics: metrics.clone() };
-    let log_store = LogStore::new(store.clone(), metrics.clone());
+    let log_store = LogStore::new(store.clone(), network.metrics.clone());
     Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))
 }
 
-async fn serve(listener: TcpListener, routes: Routes, mut stop: watch::Receiver<bool>, what: &'static str) {
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        conn.and_then(|s| {
-            s.set_nodelay(true)?;
-            Ok(s)
-        })
+/// The hosts of URLs (for a generated certificate's names).
+fn url_hosts(urls: &[String]) -> Vec<String> {
+    let mut hosts: Vec<String> = urls
+        .iter()
+        .filter_map(|u| u.parse::<http::Uri>().ok())
+        .filter_map(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+/// Binds the plain and the TLS listeners of one side (client or peer).
+async fn bind_all(
+    plain: &[SocketAddr],
+    tls: &[SocketAddr],
+    acceptor: &Option<TlsAcceptor>,
+) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, StartError> {
+    let mut out = Vec::new();
+    let with_tls = plain.iter().map(|a| (a, None)).chain(tls.iter().map(|a| (a, acceptor.clone())));
+    for (addr, acceptor) in with_tls {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
+        out.push((listener, acceptor));
+    }
+    Ok(out)
+}
+
+/// A TLS handshake that takes longer than this is dropped (a client that never speaks).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepted TLS connections: each handshake runs on its own task, so a slow or hostile client
+/// holds up no one else.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
+                }
+            });
+        }
     });
+    ReceiverStream::new(rx)
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+) {
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let served = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(7200)))
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_routes(routes);
+    let served = match tls {
+        Some(acceptor) => {
+            server.serve_with_incoming_shutdown(tls_incoming(listener, acceptor), shutdown).await
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                conn.and_then(|s| {
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                })
+            });
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
     if let Err(e) = served {
         error!(error = %e, server = what, "server stopped with an error");
     }

@@ -26,7 +26,12 @@ impl Cluster {
 
     /// A cluster whose members all get `extra` flags.
     pub fn start_with(dir: &Path, n: usize, extra: &[&str]) -> Cluster {
-        let peers: Vec<String> = (0..n).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
+        Cluster::start_on(dir, n, "http", extra)
+    }
+
+    /// A cluster whose peer URLs have `scheme` ("https" for peer TLS).
+    pub fn start_on(dir: &Path, n: usize, scheme: &str, extra: &[&str]) -> Cluster {
+        let peers: Vec<String> = (0..n).map(|_| format!("{scheme}://127.0.0.1:{}", free_port())).collect();
         let initial: Vec<String> = peers.iter().enumerate().map(|(i, p)| format!("m{i}={p}")).collect();
         let initial = format!("--initial-cluster={}", initial.join(","));
         let members: Vec<Rkv> = peers

@@ -58,6 +58,8 @@ pub struct Rkv {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub extra_args: Vec<String>,
+    /// "http", or "https" for a member serving clients over TLS.
+    pub client_scheme: &'static str,
 }
 
 impl Rkv {
@@ -86,6 +88,7 @@ impl Rkv {
             data_dir: dir.join("data"),
             log: dir.join("rkv.log"),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            client_scheme: "http",
         }
     }
 
@@ -96,7 +99,7 @@ impl Rkv {
 
     /// Starts the process without waiting; returns where its log starts (for `wait_ready`).
     pub fn launch(&mut self) -> u64 {
-        let url = format!("http://127.0.0.1:{}", self.port);
+        let url = format!("{}://127.0.0.1:{}", self.client_scheme, self.port);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,6 +265,15 @@ impl Drop for Etcd {
     }
 }
 
+/// A server known by its URL only (an https endpoint, a metrics URL).
+pub struct Url(pub String);
+
+impl Server for Url {
+    fn endpoint(&self) -> String {
+        self.0.clone()
+    }
+}
+
 pub fn wait_for_port(port: u16) {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + START_TIMEOUT;
@@ -341,4 +353,5 @@ pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
         .unwrap_or_else(|e| panic!("connect {}: {e}", server.url()))
 }
 pub mod cluster;
+pub mod tls;
 pub mod watch;

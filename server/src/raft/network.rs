@@ -27,15 +27,31 @@ use crate::metrics::Metrics;
 pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How this member connects to https peer URLs (None: it has no peer TLS configured).
+pub type PeerTls = Option<Arc<rustls::ClientConfig>>;
+
 /// A lazily connected gRPC client for a member's first peer URL.
-pub fn peer_client(node: &PeerNode) -> Result<PeerClient<Channel>, String> {
+pub fn peer_client(node: &PeerNode, tls: &PeerTls) -> Result<PeerClient<Channel>, String> {
     let url = node.peer_urls.first().ok_or_else(|| format!("member {node} has no peer URL"))?;
-    let endpoint = Endpoint::from_shared(url.clone())
+    // With TLS the connector does the handshake; tonic must not see an https URI, which it
+    // would insist on securing itself.
+    let plain_url = match url.strip_prefix("https://") {
+        Some(rest) => format!("http://{rest}"),
+        None => url.clone(),
+    };
+    let endpoint = Endpoint::from_shared(plain_url)
         .map_err(|e| format!("bad peer URL {url}: {e}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5));
-    Ok(PeerClient::new(endpoint.connect_lazy())
+    let channel = if url.starts_with("https://") {
+        let config =
+            tls.clone().ok_or_else(|| format!("peer URL {url} is https but this member has no peer TLS"))?;
+        endpoint.connect_with_connector_lazy(crate::tls::connector(config))
+    } else {
+        endpoint.connect_lazy()
+    };
+    Ok(PeerClient::new(channel)
         .max_decoding_message_size(MAX_PEER_MESSAGE)
         .max_encoding_message_size(MAX_PEER_MESSAGE))
 }
@@ -43,6 +59,7 @@ pub fn peer_client(node: &PeerNode) -> Result<PeerClient<Channel>, String> {
 pub struct Network {
     pub self_id: u64,
     pub metrics: Arc<Metrics>,
+    pub tls: PeerTls,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -52,7 +69,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerLink {
             self_id: self.self_id,
             target,
-            client: peer_client(node),
+            client: peer_client(node, &self.tls),
             metrics: self.metrics.clone(),
             to: format!("{target:x}"),
         }

@@ -40,6 +40,7 @@ pub struct RaftNode {
     metrics: Arc<Metrics>,
     /// True while this leader hands leadership over: new proposals wait (see `transfer`).
     pub(super) transferring: tokio::sync::watch::Sender<bool>,
+    peer_tls: super::network::PeerTls,
 }
 
 /// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
@@ -52,7 +53,13 @@ fn never_sent(status: &tonic::Status) -> bool {
 }
 
 impl RaftNode {
-    pub fn new(raft: Raft, id: u64, election_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        raft: Raft,
+        id: u64,
+        election_timeout: Duration,
+        metrics: Arc<Metrics>,
+        peer_tls: super::network::PeerTls,
+    ) -> Self {
         Self {
             raft,
             id,
@@ -60,6 +67,7 @@ impl RaftNode {
             clients: Mutex::default(),
             metrics,
             transferring: tokio::sync::watch::channel(false).0,
+            peer_tls,
         }
     }
 
@@ -87,7 +95,7 @@ impl RaftNode {
                 return Ok(client.clone());
             }
         }
-        let client = peer_client(&node).map_err(|e| {
+        let client = peer_client(&node, &self.peer_tls).map_err(|e| {
             tracing::warn!(member = %format!("{id:x}"), error = %e, "cannot reach member");
             ServerError::NoLeader
         })?;

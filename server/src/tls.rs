@@ -1,0 +1,256 @@
+//! TLS on the client and peer URLs, with rustls and its ring provider: etcd's --cert-file,
+//! --key-file, --trusted-ca-file, --client-cert-auth and --auto-tls, and their --peer-*
+//! twins. Servers offer h2 and http/1.1 by ALPN (grpc-go refuses a TLS server without h2).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// One side's TLS flags (client or peer).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub trusted_ca: Option<PathBuf>,
+    /// Require a certificate signed by `trusted_ca` from the other side.
+    pub client_cert_auth: bool,
+    /// Without cert and key: a self-signed certificate generated in the data dir.
+    pub auto_tls: bool,
+}
+
+impl TlsFiles {
+    /// Whether this side can serve TLS (files given, or generated).
+    pub fn configured(&self) -> bool {
+        (self.cert.is_some() && self.key.is_some()) || self.auto_tls
+    }
+}
+
+/// `--tls-min-version` / `--tls-max-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TlsVersions {
+    pub allow_12: bool,
+    pub allow_13: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Pem {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{0} holds no certificate")]
+    NoCertificate(String),
+    #[error("TLS: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("TLS client verifier: {0}")]
+    Verifier(String),
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn versions(v: TlsVersions) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut out = Vec::new();
+    if v.allow_13 {
+        out.push(&rustls::version::TLS13);
+    }
+    if v.allow_12 {
+        out.push(&rustls::version::TLS12);
+    }
+    out
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = |source| TlsError::Pem { path: path.display().to_string(), source };
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(pem)?.collect::<Result<Vec<_>, _>>().map_err(pem)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.display().to_string()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|source| TlsError::Pem { path: path.display().to_string(), source })
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(path)? {
+        roots.add(cert)?;
+    }
+    Ok(roots)
+}
+
+/// The certificate and key files to serve with: the given ones, or (auto TLS) a self-signed
+/// pair generated once in `generated_dir` for `hosts`, as etcd's fixtures.
+fn cert_and_key(
+    files: &TlsFiles,
+    generated_dir: &Path,
+    hosts: &[String],
+) -> Result<(PathBuf, PathBuf), TlsError> {
+    if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+        return Ok((cert.clone(), key.clone()));
+    }
+    let (cert, key) = (generated_dir.join("cert.pem"), generated_dir.join("key.pem"));
+    if cert.exists() && key.exists() {
+        return Ok((cert, key));
+    }
+    let generated =
+        rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let write = |path: &Path, text: String| {
+        std::fs::write(path, text)
+            .map_err(|source| TlsError::Write { path: path.display().to_string(), source })
+    };
+    std::fs::create_dir_all(generated_dir)
+        .map_err(|source| TlsError::Write { path: generated_dir.display().to_string(), source })?;
+    write(&key, generated.signing_key.serialize_pem())?;
+    restrict(&key);
+    write(&cert, generated.cert.pem())?;
+    Ok((cert, key))
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path) {}
+
+/// The acceptor for one side's TLS listeners.
+pub fn acceptor(
+    files: &TlsFiles,
+    versions_allowed: TlsVersions,
+    generated_dir: &Path,
+    hosts: &[String],
+) -> Result<TlsAcceptor, TlsError> {
+    let (cert_path, key_path) = cert_and_key(files, generated_dir, hosts)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions(versions_allowed))?;
+    let builder = match (&files.trusted_ca, files.client_cert_auth) {
+        (Some(ca), true) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs(&cert_path)?, key(&key_path)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How this member connects to other members' https peer URLs: trusting the peer CA, showing
+/// its own peer certificate; with peer auto TLS and no CA, without verifying (as etcd does).
+pub fn peer_client_config(
+    files: &TlsFiles,
+    generated_dir: &Path,
+    hosts: &[String],
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match &files.trusted_ca {
+        Some(ca) => builder.with_root_certificates(roots(ca)?),
+        None => {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoServerVerification(provider())))
+        }
+    };
+    let mut config = if files.configured() {
+        let (cert, key_path) = cert_and_key(files, generated_dir, hosts)?;
+        builder.with_client_auth_cert(certs(&cert)?, key(&key_path)?)?
+    } else {
+        builder.with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate: etcd's behaviour towards auto-TLS peers.
+#[derive(Debug)]
+struct NoServerVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A tonic connector for https URLs: TCP, then the TLS handshake with `config`.
+pub fn connector(
+    config: Arc<ClientConfig>,
+) -> impl tower::Service<
+    http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
+       + Send {
+    let connector = TlsConnector::from(config);
+    tower::service_fn(move |uri: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect((host.as_str(), port)))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp connect timeout"))??;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        }
+    })
+}
