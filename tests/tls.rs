@@ -200,3 +200,46 @@ async fn peer_auto_tls_cluster() {
     let got = etcdctl(&cluster.members[2], &["get", "x", "--print-value-only"], None);
     assert_eq!(got.stdout, "1\n");
 }
+
+/// With client certificate auth and auth enabled, a request without a token acts as the user
+/// its certificate names (etcd's CN rule); a token takes precedence.
+#[test]
+fn certificate_common_name_is_the_user() {
+    let dir = tempdir();
+    let ca = Ca::new(dir.path(), "trusted");
+    let server = ca.issue("server");
+    let alice = ca.issue("alice");
+    let rkv = tls_member(
+        dir.path(),
+        &[
+            &flag("cert-file", &server.cert),
+            &flag("key-file", &server.key),
+            &flag("trusted-ca-file", &ca.cert),
+            "--client-cert-auth",
+        ],
+    );
+    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    let (cacert, cert, key) = (flag("cacert", &ca.cert), flag("cert", &alice.cert), flag("key", &alice.key));
+    let tls = [cacert.as_str(), cert.as_str(), key.as_str()];
+    let as_root = [&tls[..], &["--user=root:rootpw"]].concat();
+    for args in [
+        &[&tls[..], &["user", "add", "root:rootpw"]].concat(),
+        &[&tls[..], &["auth", "enable"]].concat(),
+        &[&as_root[..], &["put", "a", "1"]].concat(),
+        &[&as_root[..], &["put", "b", "2"]].concat(),
+        &[&as_root[..], &["role", "add", "reader"]].concat(),
+        &[&as_root[..], &["role", "grant-permission", "reader", "read", "a"]].concat(),
+        &[&as_root[..], &["user", "add", "alice", "--no-password"]].concat(),
+        &[&as_root[..], &["user", "grant-role", "alice", "reader"]].concat(),
+    ] {
+        let e = etcdctl(&url, args, None);
+        assert_eq!(e.code, 0, "{args:?}: {e:?}");
+    }
+    let (e, r) = both(&url, &[&tls[..], &["get", "a", "--print-value-only"]].concat());
+    assert_eq!((e.stdout.as_str(), r.stdout.as_str()), ("1\n", "1\n"));
+    let (e, r) = both(&url, &[&tls[..], &["get", "b"]].concat());
+    assert!(e.stderr.contains("permission denied") && r.stderr.contains("permission denied"), "{e:?} {r:?}");
+    // root's token wins over alice's certificate.
+    let (e, _) = both(&url, &[&as_root[..], &["get", "b", "--print-value-only"]].concat());
+    assert_eq!(e.stdout, "2\n");
+}

@@ -3,17 +3,63 @@
 use std::future::Future;
 use std::time::Duration;
 
-use rkv_proto::etcdserverpb::{kv_client::KvClient, maintenance_client::MaintenanceClient};
+use rkv_proto::etcdserverpb::{
+    auth_client::AuthClient, kv_client::KvClient, maintenance_client::MaintenanceClient, AuthenticateRequest,
+};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::{CtlError, EXIT_BAD_CONNECTION, EXIT_ERROR};
 use crate::tls::TlsFlags;
 
+/// Adds the auth token (etcd's `token` metadata) to every request once logged in.
+#[derive(Clone, Default)]
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("token", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Svc = tonic::service::interceptor::InterceptedService<Channel, Token>;
+
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
+    token: Token,
     pub command_timeout: Duration,
+}
+
+/// How to reach endpoints: timeouts, TLS, and the user to log in as (etcdctl's --user).
+pub struct Dialer {
+    pub dial_timeout: Duration,
+    pub command_timeout: Duration,
+    pub tls: TlsFlags,
+    pub user: Option<(String, String)>,
+}
+
+impl Dialer {
+    pub async fn connect(&self, endpoint: &str) -> Result<Client, CtlError> {
+        let mut c = Client::connect(endpoint, self.dial_timeout, self.command_timeout, &self.tls)?;
+        if let Some((name, password)) = &self.user {
+            let req = AuthenticateRequest { name: name.clone(), password: password.clone() };
+            // etcdctl cannot make its client: a bad-connection exit, whatever the reason.
+            let resp = c
+                .call(|| async { AuthClient::new(c.channel.clone()).authenticate(req.clone()).await })
+                .await
+                .map_err(|e| CtlError::new(EXIT_BAD_CONNECTION, e.message))?;
+            let token = resp
+                .token
+                .parse()
+                .map_err(|_| CtlError::new(EXIT_ERROR, "the server returned an unusable token"))?;
+            c.token = Token(Some(token));
+        }
+        Ok(c)
+    }
 }
 
 impl Client {
@@ -35,19 +81,24 @@ impl Client {
         } else {
             ep.connect_lazy()
         };
-        Ok(Self { channel, command_timeout })
+        Ok(Self { channel, token: Token::default(), command_timeout })
     }
 
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    /// The connection, sending the auth token when logged in.
+    pub fn channel(&self) -> Svc {
+        tonic::service::interceptor::InterceptedService::new(self.channel.clone(), self.token.clone())
     }
 
-    pub fn kv(&self) -> KvClient<Channel> {
-        KvClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    pub fn kv(&self) -> KvClient<Svc> {
+        KvClient::new(self.channel()).max_decoding_message_size(usize::MAX)
     }
 
-    pub fn maintenance(&self) -> MaintenanceClient<Channel> {
-        MaintenanceClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX)
+    pub fn maintenance(&self) -> MaintenanceClient<Svc> {
+        MaintenanceClient::new(self.channel()).max_decoding_message_size(usize::MAX)
+    }
+
+    pub fn auth(&self) -> AuthClient<Svc> {
+        AuthClient::new(self.channel())
     }
 
     /// Runs one RPC within the command timeout, retrying while the endpoint is unreachable

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use client::Client;
 use command::kv::{CompactionArgs, DelArgs, GetArgs, PutArgs};
 use command::snapshot::SnapshotCommand;
 use error::{CtlError, EXIT_BAD_ARGS, EXIT_ERROR};
@@ -63,6 +62,12 @@ struct Cli {
     /// Disable transport security for client connections.
     #[arg(long = "insecure-transport", global = true, env = "ETCDCTL_INSECURE_TRANSPORT", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
     insecure_transport: bool,
+    /// username[:password] for authentication (prompt if password is not supplied).
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    user: Option<String>,
+    /// password for authentication (if this option is used, --user option shouldn't include password).
+    #[arg(long, global = true, env = "ETCDCTL_PASSWORD")]
+    password: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,6 +101,21 @@ enum Command {
         /// Use all endpoints from the cluster member list.
         #[arg(long)]
         cluster: bool,
+    },
+    /// Enable or disable authentication.
+    Auth {
+        #[command(subcommand)]
+        command: command::auth::AuthCommand,
+    },
+    /// User related commands.
+    User {
+        #[command(subcommand)]
+        command: command::auth::UserCommand,
+    },
+    /// Role related commands.
+    Role {
+        #[command(subcommand)]
+        command: command::auth::RoleCommand,
     },
     /// Transfers leadership to another etcd cluster member.
     MoveLeader {
@@ -165,6 +185,14 @@ pub fn main() -> ExitCode {
             fail(e)
         }
     }
+}
+
+/// etcdctl's prompt for a --user without a password (read from stdin, echoed).
+fn read_password() -> Result<String, CtlError> {
+    eprint!("Password: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| CtlError::new(EXIT_ERROR, e.to_string()))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 fn fail(e: CtlError) -> ExitCode {
@@ -241,7 +269,16 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
         insecure_skip_tls_verify: cli.insecure_skip_tls_verify,
         insecure_transport: cli.insecure_transport,
     };
-    let client = || Client::connect(&endpoint, dial, command_timeout, &tls);
+    let user = match (&cli.user, &cli.password) {
+        (None, _) => None,
+        (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+        (Some(u), None) => match u.split_once(':') {
+            Some((name, password)) => Some((name.to_string(), password.to_string())),
+            None => Some((u.clone(), tri!(read_password()))),
+        },
+    };
+    let dialer = client::Dialer { dial_timeout: dial, command_timeout, tls, user };
+    let client = || dialer.connect(&endpoint);
     let mut printer = Printer { format, value_only: false };
     match cli.command {
         Command::Put(args) => {
@@ -249,7 +286,7 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
                 let mut s = String::new();
                 std::io::stdin().read_to_string(&mut s).ok().map(|_| s)
             }));
-            let c = tri!(client());
+            let c = tri!(client().await);
             let resp = tri!(c.call(|| async { c.kv().put(req.clone()).await }).await);
             tri!(printer.put(&mut out, &resp));
         }
@@ -267,13 +304,13 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             if args.count_only && format != Format::Fields {
                 return Err((out, CtlError::bad_args("--count-only is only for `--write-out=fields`")));
             }
-            let c = tri!(client());
+            let c = tri!(client().await);
             let resp = tri!(c.call(|| async { c.kv().range(req.clone()).await }).await);
             tri!(printer.get(&mut out, &resp));
         }
         Command::Del(args) => {
             let req = tri!(args.request());
-            let c = tri!(client());
+            let c = tri!(client().await);
             let resp = tri!(c.call(|| async { c.kv().delete_range(req.clone()).await }).await);
             tri!(printer.del(&mut out, &resp));
         }
@@ -281,27 +318,27 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             let stdin = std::io::stdin();
             let req = tri!(command::txn::read_txn(&mut stdin.lock(), interactive));
             // etcdctl runs txn without the command timeout.
-            let mut c = tri!(client());
+            let mut c = tri!(client().await);
             c.command_timeout = Duration::from_secs(u32::MAX as u64);
             let resp = tri!(c.call(|| async { c.kv().txn(req.clone()).await }).await);
             tri!(printer.txn(&mut out, &resp));
         }
         Command::Compaction(args) => {
             let req = tri!(args.request());
-            let c = tri!(client());
+            let c = tri!(client().await);
             tri!(c.call(|| async { c.kv().compact(req).await }).await);
             out.line(&format!("compacted revision {}", req.revision));
         }
         Command::Endpoint { command, cluster } => {
             let endpoints = if cluster {
-                let c = tri!(client());
+                let c = tri!(client().await);
                 tri!(command::member::cluster_endpoints(&c).await)
             } else {
                 cli.endpoints.clone()
             };
             let mut clients = Vec::new();
             for ep in &endpoints {
-                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout, &tls))));
+                clients.push((ep.clone(), tri!(dialer.connect(ep).await)));
             }
             match command {
                 EndpointCommand::Status => {
@@ -368,35 +405,47 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             tri!(command::snapshot::run_offline(offline, format, &mut out));
         }
         Command::Snapshot { command } => {
-            let mut c = tri!(client());
+            let mut c = tri!(client().await);
             c.command_timeout = Duration::from_secs(u32::MAX as u64);
             tri!(command::snapshot::run(command, &cli.endpoints, &c, &mut out).await);
         }
         Command::Alarm { command } => {
-            let c = tri!(client());
+            let c = tri!(client().await);
             tri!(command::alarm::run(command, &c, &mut out).await);
+        }
+        Command::Auth { command } => {
+            let c = tri!(client().await);
+            tri!(command::auth::auth(command, &c, &mut out).await);
+        }
+        Command::User { command } => {
+            let c = tri!(client().await);
+            tri!(command::auth::user(command, &c, &mut out).await);
+        }
+        Command::Role { command } => {
+            let c = tri!(client().await);
+            tri!(command::auth::role(command, &c, &mut out).await);
         }
         Command::MoveLeader { transferee } => {
             let mut clients = Vec::new();
             for ep in &cli.endpoints {
-                clients.push((ep.clone(), tri!(Client::connect(ep, dial, command_timeout, &tls))));
+                clients.push((ep.clone(), tri!(dialer.connect(ep).await)));
             }
             tri!(command::move_leader::run(&transferee, &clients, format, &mut out).await);
         }
         Command::Member { command } => {
-            let c = tri!(client());
+            let c = tri!(client().await);
             tri!(command::member::run(command, &c, &printer, &mut out).await);
         }
         Command::Defrag { cluster } => {
             let endpoints = if cluster {
-                let c = tri!(client());
+                let c = tri!(client().await);
                 tri!(command::member::cluster_endpoints(&c).await)
             } else {
                 cli.endpoints.clone()
             };
             let mut failed = false;
             for ep in &endpoints {
-                let c = tri!(Client::connect(ep, dial, command_timeout, &tls));
+                let c = tri!(dialer.connect(ep).await);
                 let req = rkv_proto::etcdserverpb::DefragmentRequest {};
                 match c.call(|| async { c.maintenance().defragment(req).await }).await {
                     Ok(_) => out.line(&format!("Finished defragmenting etcd member[{ep}]")),
@@ -411,12 +460,12 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
             }
         }
         Command::Watch(args) => {
-            let mut c = tri!(client());
+            let mut c = tri!(client().await);
             c.command_timeout = Duration::from_secs(u32::MAX as u64);
             tri!(command::watch::run(args, &c, format).await);
         }
         Command::Lease { command } => {
-            let c = tri!(client());
+            let c = tri!(client().await);
             tri!(command::lease::run(command, &c, format, &mut out).await);
         }
         Command::Version => {

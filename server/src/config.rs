@@ -75,9 +75,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("proxy-write-timeout", false),
     ("proxy-read-timeout", false),
     ("enable-pprof", true),
-    ("auth-token", false),
-    ("bcrypt-cost", false),
-    ("auth-token-ttl", false),
     ("force-new-cluster", true),
     ("config-file", false),
     ("feature-gates", false),
@@ -244,6 +241,18 @@ pub struct Flags {
     #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
     pub tls_max_version: String,
 
+    /// Specify auth token type and its options (simple; jwt is not supported yet).
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// The time in seconds that an auth token is valid for.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// Specify bcrypt algorithm cost factor for auth password hashing.
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
+
     /// Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
     pub metrics: String,
@@ -298,6 +307,8 @@ pub struct Config {
     pub client_tls: TlsFiles,
     pub peer_tls: TlsFiles,
     pub tls_versions: TlsVersions,
+    pub auth_token_ttl: Duration,
+    pub bcrypt_cost: u32,
     /// `--listen-metrics-urls`: extra listeners serving only `/metrics` and `/health`.
     pub listen_metrics_addrs: Vec<SocketAddr>,
     /// etcd flags given that rkv accepts but does not use yet (logged at start).
@@ -351,6 +362,8 @@ impl Config {
             client_tls: TlsFiles::default(),
             peer_tls: TlsFiles::default(),
             tls_versions: TlsVersions { allow_12: true, allow_13: true },
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 10,
             ignored: Vec::new(),
         }
     }
@@ -386,6 +399,19 @@ impl Config {
             auto_tls: flags.peer_auto_tls.unwrap_or(false),
         };
         let tls_versions = parse_tls_versions(&flags.tls_min_version, &flags.tls_max_version)?;
+        // etcd: bcrypt's minimum and maximum costs.
+        if !(4..=31).contains(&flags.bcrypt_cost) {
+            return Err(ConfigError::Invalid(format!(
+                "invalid bcrypt-cost {} (must be between 4 and 31)",
+                flags.bcrypt_cost
+            )));
+        }
+        if flags.auth_token.split(',').next() != Some("simple") {
+            return Err(ConfigError::Invalid(format!(
+                "--auth-token {:?}: only simple tokens are supported (see docs/compatibility.md)",
+                flags.auth_token
+            )));
+        }
         let listen_client_urls = split_urls(&flags.listen_client_urls);
         let mut listen_client_addrs = Vec::new();
         let mut listen_client_tls_addrs = Vec::new();
@@ -529,6 +555,8 @@ impl Config {
             client_tls,
             peer_tls,
             tls_versions,
+            auth_token_ttl: Duration::from_secs(flags.auth_token_ttl),
+            bcrypt_cost: flags.bcrypt_cost,
             ignored,
         })
     }

@@ -73,6 +73,43 @@ pub enum ServerError {
     BadLeaderTransferee,
     #[error("request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
+    #[error("authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("invalid auth token")]
+    InvalidAuthToken,
+    #[error("user name is empty")]
+    UserEmpty,
+    #[error("user name not found")]
+    UserNotFound,
+    #[error("user name already exists")]
+    UserAlreadyExist,
+    #[error("role name is empty")]
+    RoleEmpty,
+    #[error("role name not found")]
+    RoleNotFound,
+    #[error("role name already exists")]
+    RoleAlreadyExist,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("role is not granted to the user")]
+    RoleNotGranted,
+    #[error("permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("permission not given")]
+    PermissionNotGiven,
+    #[error("invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("root user does not exist")]
+    RootUserNotExist,
+    #[error("root user does not have root role")]
+    RootRoleNotExist,
+    #[error("revision of auth store is old")]
+    AuthOldRevision,
+    /// A failure inside the server that is no client's fault (etcd answers codes.Internal).
+    #[error("{0}")]
+    Internal(String),
     /// An error the leader answered a forwarded request with, as its gRPC status.
     #[error("{}", .0.message())]
     Remote(tonic::Status),

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod apply;
+pub mod auth;
 mod compactor;
 pub mod config;
 pub mod error;

@@ -20,6 +20,7 @@ use tonic::service::Routes;
 use tracing::{debug, error, info, warn};
 
 use crate::apply::{Applier, Command, CLUSTER_MEMBER_PREFIX};
+use crate::auth::AuthStore;
 use crate::config::{ClusterState, Config, GRPC_OVERHEAD_BYTES};
 use crate::error::ServerError;
 use crate::grpc::lease::{expire_leases, LeaseService};
@@ -157,7 +158,9 @@ impl Member {
         let hub = WatchHub::new(store.clone(), header, config.max_request_bytes)?;
         let lessor = Arc::new(Lessor::restore(store.leases()?, store.leased_keys()?));
         let metrics = Arc::new(Metrics::new(config.metrics)?);
-        let applier = Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone()));
+        let auth = Arc::new(AuthStore::new(&store, config.bcrypt_cost, config.auth_token_ttl));
+        let applier =
+            Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone(), auth.clone()));
         let network =
             Network { self_id: identity.member_id, metrics: metrics.clone(), tls: peer_tls.clone() };
         let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor, network).await?;
@@ -361,6 +364,7 @@ async fn start_raft(
         Arc::new(move || match (store.leases(), store.leased_keys(), store.current_revision()) {
             (Ok(leases), Ok(keys), Ok(rev)) => {
                 applier.reload_alarms();
+                applier.auth.reload(&store);
                 lessor.reset(leases, keys);
                 hub.resync_all(rev);
             }
@@ -605,6 +609,12 @@ fn routes(state: &Arc<MemberState>) -> Routes {
         )
         .add_service(WatchServer::new(WatchService::new(state.clone())).max_decoding_message_size(max_decode))
         .add_service(LeaseServer::new(LeaseService::new(state.clone())).max_decoding_message_size(max_decode))
+        .add_service(
+            rkv_proto::etcdserverpb::auth_server::AuthServer::new(crate::grpc::auth::AuthService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(max_decode),
+        )
         .add_service(health_service);
     let mut routes = builder.routes();
     let grpc = std::mem::take(routes.axum_router_mut());

@@ -86,7 +86,8 @@ pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Resu
         let store = rkv_storage::Store::open(identity::db_path(&req.data_dir)).map_err(|e| e.to_string())?;
         let input = Counting { inner: Cursor::new(body), progress };
         store.import_snapshot(input).map_err(|e| e.to_string())?;
-        store.clear_cluster_state().map_err(|e| e.to_string())?;
+        // Users, roles and the auth switch survive a restore, as etcd's do.
+        store.clear_cluster_state(&[crate::auth::AUTH_PREFIX]).map_err(|e| e.to_string())?;
         store.current_revision().map_err(|e| e.to_string())
     })();
     match written {

@@ -66,6 +66,24 @@ impl From<&ServerError> for Status {
                 (Code::FailedPrecondition, format!("etcdserver: {e}"))
             }
             ServerError::LeaderTransferTimeout => (Code::DeadlineExceeded, format!("etcdserver: {e}")),
+            ServerError::PermissionDenied => (Code::PermissionDenied, format!("etcdserver: {e}")),
+            ServerError::InvalidAuthToken => (Code::Unauthenticated, format!("etcdserver: {e}")),
+            ServerError::AuthFailed
+            | ServerError::UserEmpty
+            | ServerError::RoleEmpty
+            | ServerError::PermissionNotGiven
+            | ServerError::InvalidAuthMgmt
+            | ServerError::AuthOldRevision => (Code::InvalidArgument, format!("etcdserver: {e}")),
+            ServerError::AuthNotEnabled
+            | ServerError::UserNotFound
+            | ServerError::UserAlreadyExist
+            | ServerError::RoleNotFound
+            | ServerError::RoleAlreadyExist
+            | ServerError::RoleNotGranted
+            | ServerError::PermissionNotGranted
+            | ServerError::RootUserNotExist
+            | ServerError::RootRoleNotExist => (Code::FailedPrecondition, format!("etcdserver: {e}")),
+            ServerError::Internal(_) => (Code::Internal, format!("etcdserver: {e}")),
             ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out".into()),
             ServerError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed".into()),
             ServerError::Remote(status) => return status.clone(),

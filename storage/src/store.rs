@@ -296,14 +296,17 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_CLUSTER)?, key)?)
     }
 
-    /// Deletes the server layer's state (synced): a restored snapshot starts a new cluster, with
-    /// none of the raft position or members of the cluster it was taken from.
-    pub fn clear_cluster_state(&self) -> Result<()> {
+    /// Deletes the server layer's state (synced) but keys under the `keep` prefixes: a restored
+    /// snapshot starts a new cluster, with none of the raft position or members of the cluster
+    /// it was taken from.
+    pub fn clear_cluster_state(&self, keep: &[&[u8]]) -> Result<()> {
         let cf = self.cf(CF_CLUSTER)?;
         let mut batch = rocksdb::WriteBatch::default();
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, _) = item?;
-            batch.delete_cf(cf, k);
+            if !keep.iter().any(|prefix| k.starts_with(prefix)) {
+                batch.delete_cf(cf, k);
+            }
         }
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);

@@ -1,4 +1,5 @@
 pub mod alarm;
+pub mod auth;
 pub mod endpoint;
 pub mod kv;
 pub mod lease;

@@ -19,11 +19,12 @@ use rkv_proto::etcdserverpb::{
     LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, ResponseHeader,
     TxnRequest, TxnResponse,
 };
-use rkv_proto::rkvpb::MemberAttributes;
+use rkv_proto::rkvpb::{auth_command::Request as AuthRequest, AuthInfo, MemberAttributes};
 use rkv_storage::{AppliedIndex, Durability, ScheduledCompaction, StorageError, Store, Writer};
 use tokio::sync::watch;
 use tracing::{debug, error};
 
+use crate::auth::{Access, AuthStore};
 use crate::error::{Result, ServerError};
 use crate::lease::{Lessor, MAX_LEASE_TTL};
 use crate::metrics::Metrics;
@@ -48,6 +49,15 @@ pub enum Command {
     Publish(MemberAttributes),
     /// Raise or clear an alarm (etcd's AlarmRequest ACTIVATE/DEACTIVATE).
     Alarm(AlarmRequest),
+    /// Users, roles, permissions, auth on/off, a token issued.
+    Auth(AuthRequest),
+}
+
+/// A command as the log holds it: with who proposed it when a client did (checked against
+/// the permissions in force when it applies); None for the members' own commands.
+pub struct Proposed {
+    pub command: Command,
+    pub by: Option<AuthInfo>,
 }
 
 #[derive(Debug)]
@@ -59,6 +69,8 @@ pub enum CommandResponse {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Alarm(AlarmResponse),
+    /// An auth change; Authenticate's token.
+    Auth(Option<String>),
     /// A command without a client-visible result (publish, or a raft entry with no command).
     Done,
 }
@@ -73,6 +85,7 @@ pub struct Applier {
     /// Active alarms, (member ID, alarm type), as applied (the `alarm/` keys of the store).
     alarms: std::sync::Mutex<std::collections::BTreeSet<(u64, i32)>>,
     metrics: Arc<Metrics>,
+    pub auth: Arc<AuthStore>,
 }
 
 fn alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
@@ -103,10 +116,53 @@ pub fn member_key(member_id: u64) -> Vec<u8> {
 }
 
 impl Applier {
-    pub fn new(store: Arc<Store>, hub: Arc<WatchHub>, lessor: Arc<Lessor>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        hub: Arc<WatchHub>,
+        lessor: Arc<Lessor>,
+        metrics: Arc<Metrics>,
+        auth: Arc<AuthStore>,
+    ) -> Self {
         let finished = store.compacted_revision().unwrap_or(rkv_storage::NEVER_COMPACTED);
         let alarms = std::sync::Mutex::new(load_alarms(&store));
-        Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms, metrics }
+        Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms, metrics, auth }
+    }
+
+    /// A client's write must be permitted to its proposer by the auth state it applies in
+    /// (etcd's authApplierV3).
+    fn check_permission(&self, command: &Command, who: &AuthInfo) -> Result<()> {
+        if !self.auth.is_enabled() {
+            return Ok(());
+        }
+        // A lease's keys can only be touched by who may write every one of them.
+        let lease_keys = |id: i64| -> Result<()> {
+            for key in self.lessor.keys(id) {
+                self.auth.check(who, &key, &[], Access::Write)?;
+            }
+            Ok(())
+        };
+        match command {
+            Command::Put(p) => {
+                self.auth.check(who, &p.key, &[], Access::Write)?;
+                if p.lease != 0 {
+                    lease_keys(p.lease)?;
+                }
+                if p.prev_kv {
+                    self.auth.check(who, &p.key, &[], Access::Read)?;
+                }
+                Ok(())
+            }
+            Command::DeleteRange(d) => {
+                self.auth.check(who, &d.key, &d.range_end, Access::Write)?;
+                if d.prev_kv {
+                    self.auth.check(who, &d.key, &d.range_end, Access::Read)?;
+                }
+                Ok(())
+            }
+            Command::Txn(t) => self.auth.check_txn(who, t),
+            Command::LeaseRevoke(r) => lease_keys(r.id),
+            _ => Ok(()),
+        }
     }
 
     /// Active alarms, in (member, type) order.
@@ -167,7 +223,7 @@ impl Applier {
     /// An error means the member cannot go on: the store refuses further writes.
     pub fn apply_batch(
         &self,
-        commands: &[Option<Command>],
+        commands: &[Option<Proposed>],
         applied: AppliedIndex,
         raft_state: &[u8],
     ) -> Result<Vec<Option<Result<CommandResponse>>>, StorageError> {
@@ -176,17 +232,26 @@ impl Applier {
         writer.capture_prev_kv(captured_prev);
         let mut results = Vec::with_capacity(commands.len());
         let mut compactions = Vec::new();
-        for command in commands {
-            let Some(command) = command else {
+        for proposed in commands {
+            let Some(Proposed { command, by }) = proposed else {
                 results.push(None);
                 continue;
             };
             let before = writer.events().len();
             count_ops(&self.metrics, command);
+            let permitted = match (by, command) {
+                (_, Command::Auth(_)) | (None, _) => Ok(()),
+                (Some(who), c) => self.check_permission(c, who),
+            };
             let outcome = match command {
+                _ if permitted.is_err() => permitted.map(|_| (CommandResponse::Done, None)),
                 Command::Alarm(r) => {
                     self.apply_alarm(&mut writer, r).map(|resp| (CommandResponse::Alarm(resp), None))
                 }
+                Command::Auth(r) => self
+                    .auth
+                    .apply(&mut writer, by.as_ref(), r)
+                    .map(|token| (CommandResponse::Auth(token), None)),
                 c if adds_data(c) && self.capped() => Err(ServerError::NoSpace),
                 c => apply_command(&mut writer, &self.lessor, c),
             };
@@ -378,7 +443,8 @@ fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) ->
             let header = Some(ResponseHeader { revision: writer.rev(), ..Default::default() });
             Ok((CommandResponse::LeaseRevoke(LeaseRevokeResponse { header }), None))
         }
-        Command::Alarm(_) => Err(ServerError::UnexpectedResponse),
+        // Applied by the Applier itself, which holds their state.
+        Command::Alarm(_) | Command::Auth(_) => Err(ServerError::UnexpectedResponse),
         Command::Publish(attrs) => {
             writer.put_cluster(&member_key(attrs.member_id), &prost::Message::encode_to_vec(attrs))?;
             Ok((CommandResponse::Done, None))

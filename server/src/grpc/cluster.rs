@@ -63,6 +63,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let r = request.into_inner();
         check_urls(&r.peer_ur_ls)?;
         // etcd's NewMember for a runtime addition: the URLs, the cluster token and the time.
@@ -88,6 +89,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let id = request.into_inner().id;
         self.shared.node.change_membership(MembershipChange::Remove { id }).await?;
         // A member that removed itself can no longer read through the cluster: it lists its own
@@ -103,6 +105,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let r = request.into_inner();
         check_urls(&r.peer_ur_ls)?;
         let members = self.change(MembershipChange::Update { id: r.id, peer_urls: r.peer_ur_ls }).await?;
@@ -120,6 +123,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let id = request.into_inner().id;
         let members = self.change(MembershipChange::Promote { id }).await?;
         Ok(Response::new(MemberPromoteResponse { header: self.header(), members }))

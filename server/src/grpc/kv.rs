@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::Shared;
 use crate::apply::{check, kv, Command, CommandResponse};
+use crate::auth::Access;
 use crate::error::ServerError;
+use rkv_proto::rkvpb::AuthInfo;
 
 pub struct KvService {
     shared: Shared,
@@ -32,8 +34,8 @@ impl KvService {
             .map_err(Status::from)
     }
 
-    async fn propose(&self, command: Command) -> Result<CommandResponse, Status> {
-        self.shared.node.propose(command).await.map_err(Status::from)
+    async fn propose(&self, command: Command, who: AuthInfo) -> Result<CommandResponse, Status> {
+        self.shared.node.propose_as(command, Some(who)).await.map_err(Status::from)
     }
 
     async fn check_quota(&self) -> Result<(), Status> {
@@ -57,9 +59,11 @@ fn unexpected() -> Status {
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_range_request(&r)?;
+        self.shared.applier.auth.check(&who, &r.key, &r.range_end, Access::Read)?;
         self.shared.metrics.range_total.inc();
         if !r.serializable {
             self.shared.node.linearizable_barrier().await?;
@@ -70,12 +74,13 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_put_request(&r)?;
         self.check_quota().await?;
         self.shared.check_proposal_size(&r)?;
-        let CommandResponse::Put(mut resp) = self.propose(Command::Put(r)).await? else {
+        let CommandResponse::Put(mut resp) = self.propose(Command::Put(r), who).await? else {
             return Err(unexpected());
         };
         self.shared.fill_header(&mut resp.header);
@@ -86,11 +91,12 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_delete_request(&r)?;
         self.shared.check_proposal_size(&r)?;
-        let CommandResponse::DeleteRange(mut resp) = self.propose(Command::DeleteRange(r)).await? else {
+        let CommandResponse::DeleteRange(mut resp) = self.propose(Command::DeleteRange(r), who).await? else {
             return Err(unexpected());
         };
         self.shared.fill_header(&mut resp.header);
@@ -98,10 +104,12 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_txn(&r, self.shared.config.max_txn_ops)?;
         let mut resp = if kv::is_txn_read_only(&r) {
+            self.shared.applier.auth.check_txn(&who, &r)?;
             crate::apply::count_txn_ops(&self.shared.metrics, &r);
             if !kv::is_txn_serializable(&r) {
                 self.shared.node.linearizable_barrier().await?;
@@ -120,7 +128,7 @@ impl Kv for KvService {
         } else {
             self.check_quota().await?;
             self.shared.check_proposal_size(&r)?;
-            let CommandResponse::Txn(resp) = self.propose(Command::Txn(r)).await? else {
+            let CommandResponse::Txn(resp) = self.propose(Command::Txn(r), who).await? else {
                 return Err(unexpected());
             };
             resp
@@ -133,10 +141,11 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         let (rev, physical) = (r.revision, r.physical);
-        let CommandResponse::Compact(mut resp) = self.propose(Command::Compact(r)).await? else {
+        let CommandResponse::Compact(mut resp) = self.propose(Command::Compact(r), who).await? else {
             return Err(unexpected());
         };
         if physical {

@@ -52,11 +52,13 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let mut r = request.into_inner();
         if r.id == 0 {
             r.id = self.new_id();
         }
-        let CommandResponse::LeaseGrant(mut resp) = self.shared.node.propose(Command::LeaseGrant(r)).await?
+        let CommandResponse::LeaseGrant(mut resp) =
+            self.shared.node.propose_as(Command::LeaseGrant(r), Some(who)).await?
         else {
             return Err(ServerError::UnexpectedResponse.into());
         };
@@ -68,9 +70,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
         let CommandResponse::LeaseRevoke(mut resp) =
-            self.shared.node.propose(Command::LeaseRevoke(r)).await?
+            self.shared.node.propose_as(Command::LeaseRevoke(r), Some(who)).await?
         else {
             return Err(ServerError::UnexpectedResponse.into());
         };

@@ -132,8 +132,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || store.defragment())
             .await
@@ -144,7 +145,8 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(resp))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let store = self.shared.store.clone();
         let (hash, rev) = tokio::task::spawn_blocking(move || store.hash_all())
             .await
@@ -159,6 +161,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let rev = request.into_inner().revision;
         let store = self.shared.store.clone();
         let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
@@ -183,7 +186,11 @@ impl Maintenance for MaintenanceService {
     /// A point-in-time copy of the store (rkv's snapshot format), streamed in 32 KiB chunks
     /// with the bytes still to come, then etcd's integrity trailer: a last message holding the
     /// SHA-256 of everything sent. Writes go on meanwhile: the copy reads a RocksDB snapshot.
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        request: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.shared.check_admin(&request)?;
         let store = self.shared.store.clone();
         let dir = self.shared.config.data_dir.join("snap");
         let path = dir.join(format!("save-{}.tmp", SNAPSHOT_SAVES.fetch_add(1, Ordering::Relaxed)));
@@ -216,6 +223,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.shared.check_admin(&request)?;
         let target = request.into_inner().target_id;
         let node = &self.shared.node;
         node.transfer_leadership(target, node.request_deadline()).await?;

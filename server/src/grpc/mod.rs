@@ -1,8 +1,7 @@
 //! The gRPC services of the etcd v3 API. Each handler validates like etcd's `v3rpc` layer,
 //! then reads the store or proposes through raft, and fills the response header.
-//! Services not implemented yet (Auth) are not registered: clients get
-//! `Unimplemented`, as from an etcd built without them.
 
+pub mod auth;
 pub mod cluster;
 pub mod kv;
 pub mod lease;
@@ -13,12 +12,42 @@ use std::sync::Arc;
 
 use prost::Message;
 use rkv_proto::etcdserverpb::ResponseHeader;
-use tonic::Status;
+use rkv_proto::rkvpb::AuthInfo;
+use tonic::{Request, Status};
 
 use crate::error::ServerError;
 use crate::member::MemberState;
 
+/// gRPC metadata keys a client's auth token may come in (etcd's, and its gateway's).
+const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
+
 impl MemberState {
+    /// Who sent a request (etcd's `AuthInfoFromCtx`): the user of its token, else with client
+    /// certificate auth the common name of its verified certificate, else nobody (an empty
+    /// name, which auth refuses while enabled). A token that is not live is an error.
+    pub fn who<T>(&self, request: &Request<T>) -> Result<AuthInfo, Status> {
+        let auth = &self.applier.auth;
+        let md = request.metadata();
+        if let Some(token) = TOKEN_KEYS.iter().find_map(|k| md.get(*k)) {
+            let token = token.to_str().map_err(|_| ServerError::InvalidAuthToken)?;
+            return Ok(auth.token_info(token)?);
+        }
+        if self.config.client_tls.client_cert_auth && auth.is_enabled() {
+            let cn =
+                request.peer_certs().and_then(|certs| certs.first().and_then(|c| common_name(c.as_ref())));
+            if let Some(cn) = cn {
+                return Ok(auth.cert_info(&cn));
+            }
+        }
+        Ok(AuthInfo::default())
+    }
+
+    /// Operations only root may do while auth is enabled (etcd's `IsAdminPermitted`).
+    pub fn check_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let who = self.who(request)?;
+        self.applier.auth.check_admin(&who).map_err(Status::from)
+    }
+
     /// The header etcd puts on a response: ids, term, and the store revision unless the
     /// request set its own.
     pub fn fill_header(&self, header: &mut Option<ResponseHeader>) {
@@ -54,3 +83,10 @@ impl MemberState {
 }
 
 pub type Shared = Arc<MemberState>;
+
+/// The subject common name of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(cn)
+}

@@ -45,6 +45,9 @@ impl Watch for WatchService {
         if require_leader && self.shared.node.leader().is_none() {
             return Err(ServerError::NoLeader.into());
         }
+        // Who watches: each watch is checked against their read permissions when created.
+        let who = self.shared.who(&request);
+        let auth = self.shared.applier.auth.clone();
         let mut inbound = request.into_inner();
         let hub = self.shared.hub.clone();
         let (stream, rx, tx, bell) = hub.open_stream();
@@ -57,6 +60,17 @@ impl Watch for WatchService {
         ));
         tokio::spawn(async move {
             while let Some(Ok(req)) = inbound.next().await {
+                if let Some(RequestUnion::CreateRequest(c)) = &req.request_union {
+                    let permitted = who.as_ref().map_err(|_| ()).and_then(|w| {
+                        auth.check(w, &c.key, &c.range_end, crate::auth::Access::Read).map_err(|_| ())
+                    });
+                    if permitted.is_err() {
+                        if !deny(&hub, &tx, c.watch_id).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
                 if !handle(&hub, stream, &tx, req).await {
                     break;
                 }
@@ -102,6 +116,21 @@ async fn leader_lost(shared: Shared) -> Status {
             return ServerError::Stopped.into();
         }
     }
+}
+
+/// etcd's answer to a watch the user may not read: created and canceled at once, with the
+/// gRPC error's text as the reason.
+async fn deny(hub: &Arc<WatchHub>, tx: &mpsc::Sender<WatchResponse>, watch_id: i64) -> bool {
+    let status = Status::from(ServerError::PermissionDenied);
+    let resp = WatchResponse {
+        header: hub.header(hub.current_revision()),
+        watch_id,
+        created: true,
+        canceled: true,
+        cancel_reason: format!("rpc error: code = {:?} desc = {}", status.code(), status.message()),
+        ..Default::default()
+    };
+    tx.send(resp).await.is_ok()
 }
 
 /// Answers one request; false once the client is gone.

@@ -2,14 +2,16 @@
 //! (rkvpb), openraft's own messages as postcard (compact serde).
 
 use prost::Message;
-use rkv_proto::rkvpb::{raft_command, raft_result, Empty, ErrorStatus, RaftCommand, RaftResult};
+use rkv_proto::rkvpb::{
+    raft_command, raft_result, AuthCommand, AuthInfo, AuthResult, Empty, ErrorStatus, RaftCommand, RaftResult,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::apply::{Command, CommandResponse};
+use crate::apply::{Command, CommandResponse, Proposed};
 use crate::error::ServerError;
 
-pub fn command_to_proto(command: Command) -> RaftCommand {
+pub fn command_to_proto(command: Command, by: Option<AuthInfo>) -> RaftCommand {
     use raft_command::Command as C;
     let c = match command {
         Command::Put(r) => C::Put(r),
@@ -20,8 +22,9 @@ pub fn command_to_proto(command: Command) -> RaftCommand {
         Command::LeaseRevoke(r) => C::LeaseRevoke(r),
         Command::Publish(r) => C::Publish(r),
         Command::Alarm(r) => C::Alarm(r),
+        Command::Auth(r) => C::Auth(AuthCommand { request: Some(r) }),
     };
-    RaftCommand { command: Some(c) }
+    RaftCommand { command: Some(c), auth_info: by }
 }
 
 /// What a log entry's command is, for logs.
@@ -36,12 +39,14 @@ pub fn proto_kind(c: &raft_command::Command) -> &'static str {
         C::LeaseRevoke(_) => "lease_revoke",
         C::Publish(_) => "publish",
         C::Alarm(_) => "alarm",
+        C::Auth(_) => "auth",
     }
 }
 
-pub fn command_from_proto(msg: RaftCommand) -> Result<Command, String> {
+pub fn command_from_proto(msg: RaftCommand) -> Result<Proposed, String> {
     use raft_command::Command as C;
-    Ok(match msg.command.ok_or("empty raft command")? {
+    let by = msg.auth_info;
+    let command = match msg.command.ok_or("empty raft command")? {
         C::Put(r) => Command::Put(r),
         C::DeleteRange(r) => Command::DeleteRange(r),
         C::Txn(r) => Command::Txn(r),
@@ -50,7 +55,9 @@ pub fn command_from_proto(msg: RaftCommand) -> Result<Command, String> {
         C::LeaseRevoke(r) => Command::LeaseRevoke(r),
         C::Publish(r) => Command::Publish(r),
         C::Alarm(r) => Command::Alarm(r),
-    })
+        C::Auth(a) => Command::Auth(a.request.ok_or("empty auth command")?),
+    };
+    Ok(Proposed { command, by })
 }
 
 pub fn result_to_proto(result: &Result<CommandResponse, ServerError>) -> RaftResult {
@@ -64,6 +71,7 @@ pub fn result_to_proto(result: &Result<CommandResponse, ServerError>) -> RaftRes
         Ok(CommandResponse::LeaseRevoke(r)) => R::LeaseRevoke(*r),
         Ok(CommandResponse::Done) => R::Done(Empty {}),
         Ok(CommandResponse::Alarm(r)) => R::Alarm(r.clone()),
+        Ok(CommandResponse::Auth(token)) => R::Auth(AuthResult { token: token.clone().unwrap_or_default() }),
         Err(e) => {
             let status = tonic::Status::from(e);
             R::Error(ErrorStatus { code: status.code() as i32, message: status.message().to_string() })
@@ -84,6 +92,7 @@ pub fn result_from_proto(msg: RaftResult) -> Result<Result<CommandResponse, Serv
         R::LeaseRevoke(r) => Ok(CommandResponse::LeaseRevoke(r)),
         R::Done(_) => Ok(CommandResponse::Done),
         R::Alarm(r) => Ok(CommandResponse::Alarm(r)),
+        R::Auth(a) => Ok(CommandResponse::Auth(Some(a.token).filter(|t| !t.is_empty()))),
         R::Error(e) => Err(ServerError::Remote(tonic::Status::new(tonic::Code::from(e.code), e.message))),
     })
 }

@@ -62,8 +62,9 @@ impl fmt::Display for PeerNode {
 pub struct Proposal(pub rkv_proto::rkvpb::RaftCommand);
 
 impl Proposal {
-    pub fn new(command: Command) -> Self {
-        Proposal(codec::command_to_proto(command))
+    /// `by`: the client that asked for it (None: the member's own command).
+    pub fn new(command: Command, by: Option<rkv_proto::rkvpb::AuthInfo>) -> Self {
+        Proposal(codec::command_to_proto(command, by))
     }
 }
 

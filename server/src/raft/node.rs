@@ -131,9 +131,19 @@ impl RaftNode {
     }
 
     /// Proposes a write and waits until it is committed and applied on this member.
+    /// Proposes one of the member's own commands (publish, lease expiry, alarms, compaction).
     pub async fn propose(&self, command: Command) -> Result<CommandResponse> {
+        self.propose_as(command, None).await
+    }
+
+    /// Proposes a client's command; `by` is who the client is (checked when it applies).
+    pub async fn propose_as(
+        &self,
+        command: Command,
+        by: Option<rkv_proto::rkvpb::AuthInfo>,
+    ) -> Result<CommandResponse> {
         self.metrics.proposals_pending.inc();
-        let result = self.propose_until_done(command).await;
+        let result = self.propose_until_done(command, by).await;
         self.metrics.proposals_pending.dec();
         // etcd counts proposals that consensus failed, not requests the apply refused.
         if matches!(
@@ -148,9 +158,13 @@ impl RaftNode {
         result
     }
 
-    async fn propose_until_done(&self, command: Command) -> Result<CommandResponse> {
+    async fn propose_until_done(
+        &self,
+        command: Command,
+        by: Option<rkv_proto::rkvpb::AuthInfo>,
+    ) -> Result<CommandResponse> {
         let deadline = Instant::now() + self.request_timeout;
-        let proposal = Proposal::new(command);
+        let proposal = Proposal::new(command, by);
         loop {
             let leader = self.wait_leader(deadline).await?;
             if leader == self.id {

@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::codec::{command_from_proto, from_bytes, to_bytes};
 use super::{Applied, LogId, PeerNode, StoredMembership, TypeConfig};
-use crate::apply::{Applier, Command, CommandResponse, CLUSTER_RAFT_APPLIED};
+use crate::apply::{Applier, CommandResponse, Proposed, CLUSTER_RAFT_APPLIED};
 
 type Entry = openraft::Entry<TypeConfig>;
 type SResult<T> = Result<T, StorageError<u64>>;
@@ -165,7 +165,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut state = self.applied().clone();
-        let mut commands: Vec<Option<Command>> = Vec::new();
+        let mut commands: Vec<Option<Proposed>> = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             commands.push(match entry.payload {
