@@ -9,5 +9,5 @@ export PATH="$HOME/.local/bin:$PATH"
 etcd --version | sed -n 1p
 etcdctl version | sed -n 1p
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -204,8 +204,8 @@ async fn garbage_bytes_do_not_hurt_the_server() {
     let path = http::uri::PathAndQuery::from_static("/etcdserverpb.KV/Put");
     let bad = grpc.unary(tonic::Request::new(vec![0xff, 0xff, 0xff, 0x0a]), path, RawCodec).await;
     assert!(bad.is_err(), "a malformed message must be refused");
-    // A service rkv does not serve yet (Auth) answers Unimplemented.
-    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Auth/AuthStatus");
+    // An RPC rkv does not serve yet (Downgrade) answers Unimplemented.
+    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Maintenance/Downgrade");
     let mut grpc = tonic::client::Grpc::new(channel(&rkv).await);
     grpc.ready().await.unwrap_or_else(|e| panic!("{e}"));
     let unimpl = grpc.unary(tonic::Request::new(vec![]), path, RawCodec).await;

@@ -25,8 +25,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let hub = WatchHub::new(store.clone(), ResponseHeader::default(), 1 << 20)
             .map_err(|e| fail(e.to_string()))?;
         let metrics = Arc::new(Metrics::new(MetricsLevel::Basic).map_err(|e| fail(e.to_string()))?);
-        let applier =
-            Arc::new(Applier::new(store.clone(), hub, Arc::new(Lessor::default()), metrics.clone()));
+        // bcrypt's lowest cost: the suite never authenticates.
+        let auth = Arc::new(crate::auth::AuthStore::new(&store, 4, std::time::Duration::from_secs(300)));
+        let lessor = Arc::new(Lessor::default());
+        let applier = Arc::new(Applier::new(store.clone(), hub, lessor, metrics.clone(), auth));
         let sm = StateMachine::new(applier, dir.path().join("snap"), Arc::new(|| {}))
             .map_err(|e| fail(e.to_string()))?;
         Ok((dir, LogStore::new(store, metrics), sm))
@@ -34,6 +36,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<u64>> {
-    Suite::test_all(Builder)
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite: {e}");
+    }
 }

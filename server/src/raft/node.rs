@@ -40,6 +40,8 @@ pub struct RaftNode {
     metrics: Arc<Metrics>,
     /// True while this leader hands leadership over: new proposals wait (see `transfer`).
     pub(super) transferring: tokio::sync::watch::Sender<bool>,
+    /// Proposals admitted into this leader's log and not yet answered.
+    pub(super) in_flight: std::sync::atomic::AtomicUsize,
     peer_tls: super::network::PeerTls,
 }
 
@@ -67,6 +69,7 @@ impl RaftNode {
             clients: Mutex::default(),
             metrics,
             transferring: tokio::sync::watch::channel(false).0,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             peer_tls,
         }
     }
@@ -170,9 +173,9 @@ impl RaftNode {
             if leader == self.id {
                 // A leadership transfer that ends while the proposal waits moves it, not yet
                 // in any log, to the new leader.
-                if !self.admit(deadline).await? {
+                let Some(_in_flight) = self.admit(deadline).await? else {
                     continue;
-                }
+                };
                 return self.propose_local(proposal, deadline).await.map(|(resp, _)| resp);
             }
             match self.forward(leader, &proposal, deadline).await {

@@ -62,10 +62,11 @@ impl Peer for PeerService {
             return Err(Status::invalid_argument("empty raft command"));
         }
         let node = &self.shared.node;
-        if !node.is_leader() || !node.admit(node.request_deadline()).await? {
+        let admitted = if node.is_leader() { node.admit(node.request_deadline()).await? } else { None };
+        let Some(_in_flight) = admitted else {
             // Refused before it reached the log: the proposer may safely try the new leader.
             return Err(Status::failed_precondition(NOT_LEADER));
-        }
+        };
         let (result, index) =
             match node.propose_local(super::Proposal(command), node.request_deadline()).await {
                 Ok((resp, index)) => (Ok(resp), index),

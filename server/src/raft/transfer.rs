@@ -11,6 +11,7 @@
 //! Proposals held back during the transfer go to the new leader when it ends (they were in
 //! no log yet), or into this member's log if the transfer fails.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rkv_proto::rkvpb::RaftMessage;
@@ -30,19 +31,43 @@ impl Drop for TransferGuard<'_> {
     }
 }
 
+/// A proposal on its way into this leader's log; a transfer waits until none is.
+pub struct InFlight<'a>(&'a RaftNode);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl RaftNode {
-    /// Waits until no leadership transfer is in progress; then whether this member still leads
-    /// (if not, the caller sends its proposal to the new leader).
-    pub async fn admit(&self, deadline: Instant) -> Result<bool> {
-        if !*self.transferring.borrow() {
-            return Ok(self.is_leader());
+    /// Lets a proposal into this leader's log unless a leadership transfer is in progress, in
+    /// which case it waits for the transfer to end. None: this member no longer leads (the
+    /// caller sends the proposal to the new leader).
+    pub async fn admit(&self, deadline: Instant) -> Result<Option<InFlight<'_>>> {
+        loop {
+            // Counted before the flag is read: a transfer that sets the flag then sees no
+            // proposal in flight knows that every later one will see the flag.
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let guard = InFlight(self);
+            if !*self.transferring.borrow() {
+                return Ok(self.is_leader().then_some(guard));
+            }
+            drop(guard);
+            let mut transferring = self.transferring.subscribe();
+            let waited = timeout_at(deadline, async { transferring.wait_for(|t| !*t).await.is_ok() }).await;
+            match waited {
+                Err(_) => return Err(ServerError::Timeout),
+                Ok(false) => return Err(ServerError::Stopped),
+                Ok(true) => {}
+            }
         }
-        let mut transferring = self.transferring.subscribe();
-        let waited = timeout_at(deadline, async { transferring.wait_for(|t| !*t).await.is_ok() }).await;
-        match waited {
-            Err(_) => Err(ServerError::Timeout),
-            Ok(false) => Err(ServerError::Stopped),
-            Ok(true) => Ok(self.is_leader()),
+    }
+
+    /// Waits until every admitted proposal has reached the log (and returned).
+    async fn drain_proposals(&self) {
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -81,6 +106,7 @@ impl RaftNode {
     }
 
     async fn hand_over(&self, target: u64) -> Result<()> {
+        self.drain_proposals().await;
         let mut metrics = self.raft.metrics();
         // The transferee must hold every entry this leader has, or it cannot win.
         loop {
