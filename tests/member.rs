@@ -54,6 +54,7 @@ async fn etcd_flags_and_environment() {
             "-name",
             "node-1",
             "--max-snapshots=10",
+            "--max-concurrent-streams=100",
             "--client-cert-auth=true",
             "--peer-client-cert-auth=true",
             "--experimental-initial-corrupt-check=true",

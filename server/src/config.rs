@@ -135,6 +135,10 @@ pub struct Flags {
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
 
+    /// Maximum concurrent streams that each client can open at a time.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+
     /// Maximum number of operations permitted in a transaction.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: usize,
@@ -294,6 +298,8 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// HTTP/2 streams one client connection may have open (etcd's --max-concurrent-streams).
+    pub max_concurrent_streams: u32,
     pub quota_backend_bytes: u64,
     pub auto_compaction: AutoCompaction,
     pub initial_cluster_token: String,
@@ -350,6 +356,7 @@ impl Config {
             snapshot_catchup_entries: 5000,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_txn_ops: 128,
+            max_concurrent_streams: u32::MAX,
             quota_backend_bytes: DEFAULT_QUOTA_BYTES,
             auto_compaction: AutoCompaction::Disabled,
             initial_cluster_token: "etcd-cluster".into(),
@@ -543,6 +550,7 @@ impl Config {
             snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
             max_request_bytes: flags.max_request_bytes,
             max_txn_ops: flags.max_txn_ops,
+            max_concurrent_streams: flags.max_concurrent_streams,
             quota_backend_bytes,
             auto_compaction,
             initial_cluster_token: flags.initial_cluster_token,

@@ -23,6 +23,12 @@ pub enum IdentityError {
     Foreign { dir: String, found: String },
     #[error("data dir {dir}: {detail}")]
     Corrupt { dir: String, detail: String },
+    /// etcd's permission check: a data dir others can read or enter is refused.
+    #[error(
+        "directory {dir:?} exist, but the permission is {mode:?}. The recommended permission is \"-rwx------\" \
+         to prevent possible unprivileged access to the data"
+    )]
+    Permission { dir: String, mode: String },
     #[error("data dir {dir}: {source}")]
     Io {
         dir: String,
@@ -61,6 +67,50 @@ fn first_u64(hash: &[u8; 20]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// Creates a directory (and its parents) readable by its owner only, as etcd's TouchDirAll.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Go's `os.FileMode` text for a directory's permission bits (`drwxr-xr-x`).
+#[cfg(unix)]
+fn go_dir_mode(mode: u32) -> String {
+    let bits: String = (0..9)
+        .map(|i| {
+            let on = mode & (1 << (8 - i)) != 0;
+            match (on, i % 3) {
+                (false, _) => '-',
+                (true, 0) => 'r',
+                (true, 1) => 'w',
+                (true, _) => 'x',
+            }
+        })
+        .collect();
+    format!("d{bits}")
+}
+
+/// Refuses a data dir that group or others may access (etcd's CheckDirPermission).
+fn check_private(dir: &Path) -> Result<(), IdentityError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(dir)
+            .map_err(|source| IdentityError::Io { dir: dir.display().to_string(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::Permission {
+                dir: dir.display().to_string(),
+                mode: go_dir_mode(mode),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Whether `data_dir` already holds an rkv member.
 pub fn is_initialized(data_dir: &Path) -> bool {
     data_dir.join(MARKER).exists()
@@ -78,6 +128,7 @@ pub fn open_data_dir(data_dir: &Path, fresh: Identity) -> Result<Identity, Ident
     let io = |source| IdentityError::Io { dir: dir.clone(), source };
     let marker = data_dir.join(MARKER);
     if marker.exists() {
+        check_private(data_dir)?;
         let text = fs::read_to_string(&marker).map_err(io)?;
         return parse_marker(&text).ok_or_else(|| IdentityError::Corrupt {
             dir: dir.clone(),
@@ -99,7 +150,8 @@ pub fn open_data_dir(data_dir: &Path, fresh: Identity) -> Result<Identity, Ident
             return Err(IdentityError::Foreign { dir, found: found.join(", ") });
         }
     }
-    fs::create_dir_all(data_dir).map_err(io)?;
+    create_private_dir(data_dir).map_err(io)?;
+    check_private(data_dir)?;
     // Write the marker through a temporary file so a crash never leaves a half-written one.
     let tmp = data_dir.join(format!("{MARKER}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io)?;
@@ -159,5 +211,24 @@ mod tests {
         assert_eq!(open_data_dir(&path, first).ok(), Some(first));
         let other = Identity { member_id: 1, cluster_id: 1 };
         assert_eq!(open_data_dir(&path, other).ok(), Some(first));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("new");
+        let id = Identity { member_id: 7, cluster_id: 9 };
+        assert_eq!(open_data_dir(&path, id).ok(), Some(id));
+        let mode = |p: &Path| fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode(&path), 0o700);
+        // Opened up afterwards: refused with etcd's message, whether initialized or empty.
+        for target in [path.clone(), dir.path().join("empty")] {
+            fs::create_dir_all(&target).unwrap_or_else(|e| panic!("{e}"));
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+            let err = open_data_dir(&target, id).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("but the permission is \"drwxr-xr-x\""), "{err}");
+        }
     }
 }

@@ -229,14 +229,17 @@ impl Member {
             builder.routes()
         };
         for (listener, tls) in peer_listeners {
-            tasks.push(tokio::spawn(serve(listener, tls, peer_routes.clone(), stop_rx.clone(), "peer")));
+            let serving = serve(listener, tls, peer_routes.clone(), stop_rx.clone(), "peer", None);
+            tasks.push(tokio::spawn(serving));
         }
         // Like etcd, serve clients only once this member's attributes are in the cluster's log
         // (which also means the cluster has a leader).
         publish(&state).await;
         let routes = routes(&state);
+        let streams = Some(state.config.max_concurrent_streams);
         for (listener, tls) in listeners {
-            tasks.push(tokio::spawn(serve(listener, tls, routes.clone(), stop_rx.clone(), "client")));
+            let serving = serve(listener, tls, routes.clone(), stop_rx.clone(), "client", streams);
+            tasks.push(tokio::spawn(serving));
         }
         for listener in metrics_listeners {
             tasks.push(tokio::spawn(serve_metrics(listener, state.clone(), stop_rx.clone())));
@@ -453,11 +456,13 @@ async fn serve(
     routes: Routes,
     mut stop: watch::Receiver<bool>,
     what: &'static str,
+    max_streams: Option<u32>,
 ) {
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(max_streams)
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(7200)))
         .add_routes(routes);

@@ -124,7 +124,7 @@ fn cert_and_key(
         std::fs::write(path, text)
             .map_err(|source| TlsError::Write { path: path.display().to_string(), source })
     };
-    std::fs::create_dir_all(generated_dir)
+    crate::identity::create_private_dir(generated_dir)
         .map_err(|source| TlsError::Write { path: generated_dir.display().to_string(), source })?;
     write(&key, generated.signing_key.serialize_pem())?;
     restrict(&key);
