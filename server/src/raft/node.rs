@@ -174,6 +174,8 @@ impl RaftNode {
                 // A leadership transfer that ends while the proposal waits moves it, not yet
                 // in any log, to the new leader.
                 let Some(_in_flight) = self.admit(deadline).await? else {
+                    // Let the member's view of the new leader catch up before asking again.
+                    tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 };
                 return self.propose_local(proposal, deadline).await.map(|(resp, _)| resp);
