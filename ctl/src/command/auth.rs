@@ -4,6 +4,7 @@ use clap::{Args, Subcommand};
 use rkv_proto::authpb::{permission::Type as PermType, Permission, UserAddOptions};
 use rkv_proto::etcdserverpb::*;
 
+use super::kv::prefix_end;
 use crate::client::Client;
 use crate::error::{CtlError, EXIT_BAD_ARGS};
 use crate::print::Out;
@@ -232,19 +233,6 @@ pub async fn user(command: UserCommand, c: &Client, out: &mut Out) -> Result<(),
         }
     }
     Ok(())
-}
-
-/// The clientv3 prefix end: the key with its last byte below 0xff incremented; "\0" when
-/// every byte is 0xff (or the key is empty).
-fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn range_end(key: &str, end: Option<String>, flags: &RangeFlags) -> Result<Vec<u8>, CtlError> {
