@@ -229,3 +229,70 @@ fn http_health_and_version_on_the_client_port() {
     let version = http_get(&rkv, "/version");
     assert!(version.ends_with(r#"{"etcdserver":"3.5.21","etcdcluster":"3.5.0"}"#), "{version}");
 }
+
+/// Tokens nobody issued, and user names that are not UTF-8, get etcd's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_and_bad_names_match_etcd() {
+    let dir = tempdir();
+    let etcd = Etcd::start(dir.path());
+    let rkv = Rkv::start_like(dir.path(), &etcd);
+    let mut seen = Vec::new();
+    for server in [etcd.as_dyn(), rkv.as_dyn()] {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(server.url()).unwrap_or_else(|e| panic!("{e}"));
+        let channel = endpoint.connect().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answers = Vec::new();
+        for token in ["forged.1", "", "a.b.c"] {
+            let mut req = tonic::Request::new(RangeRequest { key: b"k".to_vec(), ..Default::default() });
+            req.metadata_mut().insert("token", token.parse().unwrap_or_else(|e| panic!("{e:?}")));
+            let got = KvClient::new(channel.clone())
+                .range(req)
+                .await
+                .map(|_| ())
+                .map_err(|s| (s.code(), s.message().to_string()));
+            answers.push(format!("token {token:?}: {got:?}"));
+        }
+        // AuthenticateRequest{name: "\xff"} written by hand: field 1, length 1, one invalid byte.
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap_or_else(|e| panic!("{e}"));
+        let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Auth/Authenticate");
+        let bad = grpc.unary(tonic::Request::new(vec![0x0a, 0x01, 0xff]), path, RawCodec).await;
+        answers.push(format!("invalid UTF-8 name refused: {}", bad.is_err()));
+        seen.push(answers);
+    }
+    assert_eq!(seen[0], seen[1], "etcd, then rkv");
+}
+
+/// The peer port takes only rkv's own messages: garbage in any of its RPCs is refused and the
+/// member goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_peer_port_is_refused() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    let peer = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", rkv.peer_port))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for rpc in ["AppendEntries", "Vote", "InstallSnapshot", "Propose", "ChangeMembership", "TimeoutNow"] {
+        for body in [vec![], vec![0x0a, 0x03, 0xff, 0xff, 0xff], vec![0x0a, 0x7f, 0x01]] {
+            let mut grpc = tonic::client::Grpc::new(peer.clone());
+            grpc.ready().await.unwrap_or_else(|e| panic!("{e}"));
+            let path: http::uri::PathAndQuery =
+                format!("/rkvpb.Peer/{rpc}").parse().unwrap_or_else(|e| panic!("{e}"));
+            let got = grpc.unary(tonic::Request::new(body.clone()), path, RawCodec).await;
+            // TimeoutNow takes no payload, and ChangeMembership answers its errors inside its
+            // reply (checked below: the membership is unchanged); the rest refuse what they
+            // cannot decode.
+            if rpc != "TimeoutNow" && rpc != "ChangeMembership" {
+                assert!(got.is_err(), "{rpc} accepted {body:?}");
+            }
+        }
+    }
+    let mut r = kv(&rkv).await;
+    r.put(put("still", b"serving".to_vec())).await.unwrap_or_else(|e| panic!("member stopped serving: {e}"));
+    let got = r.range(RangeRequest { key: b"still".to_vec(), ..Default::default() }).await;
+    assert_eq!(got.map(|r| r.into_inner().count).ok(), Some(1));
+    let members = common::etcdctl(&rkv, &["member", "list"], None);
+    assert_eq!(members.stdout.lines().count(), 1, "{members:?}");
+}
