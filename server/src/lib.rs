@@ -19,6 +19,7 @@ pub(crate) mod grpc;
 mod http;
 pub mod identity;
 pub mod lease;
+mod listen;
 mod member;
 pub mod metrics;
 pub mod raft;

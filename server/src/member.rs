@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use rkv_proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
 };
@@ -14,10 +13,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::service::Routes;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::apply::{Applier, Command, CLUSTER_MEMBER_PREFIX};
 use crate::auth::AuthStore;
@@ -29,6 +26,7 @@ use crate::grpc::{
 };
 use crate::identity::{self, Identity, IdentityError};
 use crate::lease::Lessor;
+use crate::listen::{bind_all, serve, serve_metrics, url_hosts};
 use crate::metrics::grpc::GrpcMetricsLayer;
 use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
@@ -381,120 +379,6 @@ async fn start_raft(
     Raft::new(identity.member_id, Arc::new(raft_config), network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))
-}
-
-/// The hosts of URLs (for a generated certificate's names).
-fn url_hosts(urls: &[String]) -> Vec<String> {
-    let mut hosts: Vec<String> = urls
-        .iter()
-        .filter_map(|u| u.parse::<http::Uri>().ok())
-        .filter_map(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_string()))
-        .collect();
-    hosts.sort();
-    hosts.dedup();
-    hosts
-}
-
-/// Binds the plain and the TLS listeners of one side (client or peer).
-async fn bind_all(
-    plain: &[SocketAddr],
-    tls: &[SocketAddr],
-    acceptor: &Option<TlsAcceptor>,
-) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, StartError> {
-    let mut out = Vec::new();
-    let with_tls = plain.iter().map(|a| (a, None)).chain(tls.iter().map(|a| (a, acceptor.clone())));
-    for (addr, acceptor) in with_tls {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
-        out.push((listener, acceptor));
-    }
-    Ok(out)
-}
-
-/// A TLS handshake that takes longer than this is dropped (a client that never speaks).
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Accepted TLS connections: each handshake runs on its own task, so a slow or hostile client
-/// holds up no one else.
-fn tls_incoming(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = tx.closed() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => debug!(peer = %peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(peer = %peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    routes: Routes,
-    mut stop: watch::Receiver<bool>,
-    what: &'static str,
-    max_streams: Option<u32>,
-) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    };
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(max_streams)
-        .accept_http1(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(7200)))
-        .add_routes(routes);
-    let served = match tls {
-        Some(acceptor) => {
-            server.serve_with_incoming_shutdown(tls_incoming(listener, acceptor), shutdown).await
-        }
-        None => {
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                conn.and_then(|s| {
-                    s.set_nodelay(true)?;
-                    Ok(s)
-                })
-            });
-            server.serve_with_incoming_shutdown(incoming, shutdown).await
-        }
-    };
-    if let Err(e) = served {
-        error!(error = %e, server = what, "server stopped with an error");
-    }
-}
-
-/// `--listen-metrics-urls`: `/metrics` and `/health` only, as etcd serves there.
-async fn serve_metrics(listener: TcpListener, state: Arc<MemberState>, mut stop: watch::Receiver<bool>) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    };
-    let served =
-        axum::serve(listener, crate::http::metrics_router(state)).with_graceful_shutdown(shutdown).await;
-    if let Err(e) = served {
-        error!(error = %e, server = "metrics", "server stopped with an error");
-    }
 }
 
 /// Follows elections: the term on watch responses, lease deadlines renewed when this member
