@@ -14,7 +14,7 @@ mod syncer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use rkv_proto::etcdserverpb::{ResponseHeader, WatchResponse};
@@ -130,7 +130,8 @@ pub struct WatchHub {
     inner: Mutex<HubInner>,
     prev_kv_watchers: AtomicUsize,
     /// When recent batches became durable, by their last revision (for delivery latency).
-    durable: Mutex<VecDeque<(i64, Instant)>>,
+    /// Read for every response the fan-out sends: a read lock, so streams do not contend.
+    durable: RwLock<VecDeque<(i64, Instant)>>,
 }
 
 /// How many recent batches `durable_at` remembers.
@@ -164,7 +165,7 @@ impl WatchHub {
                 watchers: HashMap::new(),
             }),
             prev_kv_watchers: AtomicUsize::new(0),
-            durable: Mutex::new(VecDeque::with_capacity(DURABLE_HISTORY)),
+            durable: RwLock::new(VecDeque::with_capacity(DURABLE_HISTORY)),
         }))
     }
 
@@ -184,7 +185,7 @@ impl WatchHub {
 
     /// When the batch holding `revision` became durable, if it is recent.
     pub fn durable_at(&self, revision: i64) -> Option<Instant> {
-        let durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        let durable = self.durable.read().unwrap_or_else(|e| e.into_inner());
         let i = durable.partition_point(|(last, _)| *last < revision);
         durable.get(i).map(|(_, at)| *at)
     }
@@ -382,7 +383,7 @@ impl WatchHub {
             return;
         }
         {
-            let mut durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+            let mut durable = self.durable.write().unwrap_or_else(|e| e.into_inner());
             if durable.len() == DURABLE_HISTORY {
                 durable.pop_front();
             }
