@@ -110,6 +110,9 @@ pub enum ServerError {
     /// A failure inside the server that is no client's fault (etcd answers codes.Internal).
     #[error("{0}")]
     Internal(String),
+    /// An error etcd has no gRPC status for: grpc-go answers codes.Unknown with its bare text.
+    #[error("{0}")]
+    Unknown(String),
     /// An error the leader answered a forwarded request with, as its gRPC status.
     #[error("{}", .0.message())]
     Remote(tonic::Status),

@@ -17,7 +17,8 @@ use tonic::service::Routes;
 use tracing::{error, info, warn};
 
 use crate::apply::{Applier, Command, CLUSTER_MEMBER_PREFIX};
-use crate::auth::AuthStore;
+use crate::auth::jwt::JwtTokens;
+use crate::auth::{AuthStore, SimpleTokens, Tokens};
 use crate::config::{ClusterState, Config, GRPC_OVERHEAD_BYTES};
 use crate::error::ServerError;
 use crate::grpc::lease::{expire_leases, LeaseService};
@@ -97,6 +98,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("failed to create a JWT token provider: {0}")]
+    Jwt(#[from] crate::auth::jwt::JwtError),
 }
 
 /// A started member. Dropping it without `stop` leaves its tasks running until the runtime ends.
@@ -156,7 +159,11 @@ impl Member {
         let hub = WatchHub::new(store.clone(), header, config.max_request_bytes)?;
         let lessor = Arc::new(Lessor::restore(store.leases()?, store.leased_keys()?));
         let metrics = Arc::new(Metrics::new(config.metrics)?);
-        let auth = Arc::new(AuthStore::new(&store, config.bcrypt_cost, config.auth_token_ttl));
+        let tokens = match &config.auth_token {
+            crate::config::AuthToken::Simple => Tokens::Simple(SimpleTokens::new(config.auth_token_ttl)),
+            crate::config::AuthToken::Jwt(opts) => Tokens::Jwt(Box::new(JwtTokens::new(opts)?)),
+        };
+        let auth = Arc::new(AuthStore::new(&store, config.bcrypt_cost, tokens));
         let applier =
             Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone(), auth.clone()));
         let network =

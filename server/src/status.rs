@@ -84,6 +84,7 @@ impl From<&ServerError> for Status {
             | ServerError::RootUserNotExist
             | ServerError::RootRoleNotExist => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             ServerError::Internal(_) => (Code::Internal, format!("etcdserver: {e}")),
+            ServerError::Unknown(text) => (Code::Unknown, text.clone()),
             ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out".into()),
             ServerError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed".into()),
             ServerError::Remote(status) => return status.clone(),

@@ -206,6 +206,11 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start(dir: &Path) -> Etcd {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts etcd with flags besides the ones every test needs.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Etcd {
         let dir = dir.join("etcd");
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("etcd dir: {e}"));
         let port = free_port();
@@ -222,6 +227,7 @@ impl Etcd {
             .arg(format!("--listen-peer-urls={peer_url}"))
             .arg(format!("--initial-advertise-peer-urls={peer_url}"))
             .arg(format!("--initial-cluster=default={peer_url}"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -6,6 +6,7 @@
 //! and Maintenance snapshots and survives `snapshot restore`; changes are log commands applied
 //! on every member in order. An in-memory copy answers permission checks.
 
+pub mod jwt;
 mod perm;
 pub mod token;
 
@@ -20,7 +21,7 @@ use rkv_storage::{Store, Writer};
 
 use crate::error::{Result, ServerError};
 pub use perm::Access;
-use token::SimpleTokens;
+pub use token::{SimpleTokens, Tokens};
 
 /// Every auth key of the cluster column family starts with this.
 pub const AUTH_PREFIX: &[u8] = b"auth/";
@@ -40,7 +41,7 @@ struct AuthState {
 
 pub struct AuthStore {
     state: RwLock<AuthState>,
-    pub tokens: SimpleTokens,
+    pub tokens: Tokens,
     pub bcrypt_cost: u32,
 }
 
@@ -80,8 +81,8 @@ fn has_root_role(user: &User) -> bool {
 }
 
 impl AuthStore {
-    pub fn new(store: &Store, bcrypt_cost: u32, token_ttl: std::time::Duration) -> Self {
-        Self { state: RwLock::new(load(store)), tokens: SimpleTokens::new(token_ttl), bcrypt_cost }
+    pub fn new(store: &Store, bcrypt_cost: u32, tokens: Tokens) -> Self {
+        Self { state: RwLock::new(load(store)), tokens, bcrypt_cost }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, AuthState> {
@@ -237,8 +238,12 @@ impl AuthStore {
                 if user.options.as_ref().is_some_and(|o| o.no_password) {
                     return Err(ServerError::AuthFailed);
                 }
-                self.tokens.assign(&a.token, AuthInfo { username: a.name.clone(), revision: state.revision });
-                return Ok(Some(a.token.clone()));
+                let info = AuthInfo { username: a.name.clone(), revision: state.revision };
+                // etcd's ErrVerifyOnly: a member given only the public JWT key.
+                let token = self.tokens.assign(&a.token, info).ok_or_else(|| {
+                    ServerError::Unknown("auth: token signing attempted with verify-only key".into())
+                })?;
+                return Ok(Some(token));
             }
             AuthRequest::UserAdd(r) => {
                 if r.name.is_empty() {

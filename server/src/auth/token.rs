@@ -9,6 +9,58 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rkv_proto::rkvpb::AuthInfo;
 
+use super::jwt::JwtTokens;
+
+/// The token provider `--auth-token` chose.
+pub enum Tokens {
+    Simple(SimpleTokens),
+    Jwt(Box<JwtTokens>),
+}
+
+impl Tokens {
+    /// What the proposer of an Authenticate puts in the log: a simple token's text (every
+    /// member assigns it), or nothing for a JWT, which is signed when the entry applies.
+    pub fn generate(&self) -> String {
+        match self {
+            Tokens::Simple(s) => s.generate(),
+            Tokens::Jwt(_) => String::new(),
+        }
+    }
+
+    /// Issues the token an applied Authenticate answers with; None when this member cannot
+    /// sign (a JWT provider with only a public key).
+    pub fn assign(&self, proposed: &str, info: AuthInfo) -> Option<String> {
+        match self {
+            Tokens::Simple(s) => {
+                s.assign(proposed, info);
+                Some(proposed.to_string())
+            }
+            Tokens::Jwt(j) => j.sign(&info.username, info.revision),
+        }
+    }
+
+    pub fn info(&self, token: &str) -> Option<AuthInfo> {
+        match self {
+            Tokens::Simple(s) => s.info(token),
+            Tokens::Jwt(j) => j.info(token),
+        }
+    }
+
+    /// Simple tokens of a deleted or changed user stop working at once; a JWT lives until it
+    /// expires (its revision makes it stale), as in etcd.
+    pub fn revoke_user(&self, name: &str) {
+        if let Tokens::Simple(s) = self {
+            s.revoke_user(name);
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Tokens::Simple(s) = self {
+            s.clear();
+        }
+    }
+}
+
 pub struct SimpleTokens {
     ttl: Duration,
     tokens: Mutex<HashMap<String, (AuthInfo, Instant)>>,

@@ -226,7 +226,7 @@ pub struct Flags {
     #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]
     pub tls_max_version: String,
 
-    /// Specify auth token type and its options (simple; jwt is not supported yet).
+    /// Specify auth token type and its options: simple, or jwt,pub-key=...,priv-key=...,sign-method=RS256,ttl=5m.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
 

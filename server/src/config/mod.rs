@@ -78,12 +78,20 @@ pub struct Config {
     pub client_tls: TlsFiles,
     pub peer_tls: TlsFiles,
     pub tls_versions: TlsVersions,
+    /// `--auth-token`: simple (with --auth-token-ttl) or jwt with its options.
+    pub auth_token: AuthToken,
     pub auth_token_ttl: Duration,
     pub bcrypt_cost: u32,
     /// `--listen-metrics-urls`: extra listeners serving only `/metrics` and `/health`.
     pub listen_metrics_addrs: Vec<SocketAddr>,
     /// etcd flags given that rkv accepts but does not use yet (logged at start).
     pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthToken {
+    Simple,
+    Jwt(crate::auth::jwt::JwtOptions),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +142,7 @@ impl Config {
             client_tls: TlsFiles::default(),
             peer_tls: TlsFiles::default(),
             tls_versions: TlsVersions { allow_12: true, allow_13: true },
+            auth_token: AuthToken::Simple,
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: 10,
             ignored: Vec::new(),
@@ -178,12 +187,16 @@ impl Config {
                 flags.bcrypt_cost
             )));
         }
-        if flags.auth_token.split(',').next() != Some("simple") {
-            return Err(ConfigError::Invalid(format!(
-                "--auth-token {:?}: only simple tokens are supported (see docs/compatibility.md)",
-                flags.auth_token
-            )));
-        }
+        let auth_token = match flags.auth_token.split_once(',').unwrap_or((&flags.auth_token, "")) {
+            ("simple", _) => AuthToken::Simple,
+            ("jwt", options) => {
+                AuthToken::Jwt(crate::auth::jwt::JwtOptions::parse(options).map_err(|e| {
+                    ConfigError::Invalid(format!("failed to create a JWT token provider: {e}"))
+                })?)
+            }
+            // etcd logs the unknown type and fails with its generic options error.
+            _ => return Err(ConfigError::Invalid("auth: invalid auth options".to_string())),
+        };
         let listen_client_urls = split_urls(&flags.listen_client_urls);
         let mut listen_client_addrs = Vec::new();
         let mut listen_client_tls_addrs = Vec::new();
@@ -328,6 +341,7 @@ impl Config {
             client_tls,
             peer_tls,
             tls_versions,
+            auth_token,
             auth_token_ttl: Duration::from_secs(flags.auth_token_ttl),
             bcrypt_cost: flags.bcrypt_cost,
             ignored,

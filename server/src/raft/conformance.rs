@@ -26,7 +26,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             .map_err(|e| fail(e.to_string()))?;
         let metrics = Arc::new(Metrics::new(MetricsLevel::Basic).map_err(|e| fail(e.to_string()))?);
         // bcrypt's lowest cost: the suite never authenticates.
-        let auth = Arc::new(crate::auth::AuthStore::new(&store, 4, std::time::Duration::from_secs(300)));
+        let auth = Arc::new(crate::auth::AuthStore::new(
+            &store,
+            4,
+            crate::auth::Tokens::Simple(crate::auth::SimpleTokens::new(std::time::Duration::from_secs(300))),
+        ));
         let lessor = Arc::new(Lessor::default());
         let applier = Arc::new(Applier::new(store.clone(), hub, lessor, metrics.clone(), auth));
         let sm = StateMachine::new(applier, dir.path().join("snap"), Arc::new(|| {}))
