@@ -132,7 +132,12 @@ impl Member {
         let peer_fixtures = config.data_dir.join("fixtures").join("peer");
         let peer_hosts = url_hosts(&config.initial_advertise_peer_urls);
         let peer_tls = if config.peer_tls.configured() || config.peer_tls.trusted_ca.is_some() {
-            Some(crate::tls::peer_client_config(&config.peer_tls, &peer_fixtures, &peer_hosts)?)
+            Some(crate::tls::peer_client_config(
+                &config.peer_tls,
+                &config.tls_cipher_suites,
+                &peer_fixtures,
+                &peer_hosts,
+            )?)
         } else {
             None
         };
@@ -197,14 +202,26 @@ impl Member {
         let peer_acceptor = if config.listen_peer_tls_addrs.is_empty() {
             None
         } else {
-            Some(crate::tls::acceptor(&config.peer_tls, config.tls_versions, &peer_fixtures, &peer_hosts)?)
+            Some(crate::tls::acceptor(
+                &config.peer_tls,
+                config.tls_versions,
+                &config.tls_cipher_suites,
+                &peer_fixtures,
+                &peer_hosts,
+            )?)
         };
         let client_acceptor = if config.listen_client_tls_addrs.is_empty() {
             None
         } else {
             let fixtures = config.data_dir.join("fixtures").join("client");
             let hosts = url_hosts(&config.listen_client_urls);
-            Some(crate::tls::acceptor(&config.client_tls, config.tls_versions, &fixtures, &hosts)?)
+            Some(crate::tls::acceptor(
+                &config.client_tls,
+                config.tls_versions,
+                &config.tls_cipher_suites,
+                &fixtures,
+                &hosts,
+            )?)
         };
         let peer_listeners =
             bind_all(&config.listen_peer_addrs, &config.listen_peer_tls_addrs, &peer_acceptor).await?;

@@ -3,10 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
 };
+
+/// Serial numbers for issued certificates, unique within a test process.
+static SERIAL: AtomicU64 = AtomicU64::new(1000);
 
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -18,6 +24,7 @@ pub struct Ca {
 pub struct Pair {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub serial: u64,
 }
 
 impl Ca {
@@ -37,20 +44,56 @@ impl Ca {
     /// A certificate with common name `cn`, valid for 127.0.0.1 and localhost, for servers
     /// and clients alike (as etcd's peer certificates are).
     pub fn issue(&self, cn: &str) -> Pair {
+        self.issue_as(cn, cn)
+    }
+
+    /// Like `issue`, with the files named after `stem` (for two certificates of one name).
+    pub fn issue_as(&self, cn: &str, stem: &str) -> Pair {
+        let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .unwrap_or_else(|e| panic!("{e}"));
         params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(SerialNumber::from(serial));
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages =
             vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
         let cert = params.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("{e}"));
-        let pair =
-            Pair { cert: self.dir.join(format!("{cn}.pem")), key: self.dir.join(format!("{cn}-key.pem")) };
+        let pair = Pair {
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}-key.pem")),
+            serial,
+        };
         std::fs::write(&pair.cert, cert.pem()).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&pair.key, key.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
         pair
+    }
+}
+
+impl Ca {
+    /// A PEM revocation list of this CA that revokes `revoked`.
+    pub fn crl(&self, revoked: &[&Pair]) -> PathBuf {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2124, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|p| RevokedCertParams {
+                    serial_number: SerialNumber::from(p.serial),
+                    revocation_time: date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).unwrap_or_else(|e| panic!("{e}"));
+        let path = self.dir.join("ca.crl");
+        std::fs::write(&path, crl.pem().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
+        path
     }
 }
 

@@ -35,12 +35,6 @@ const IGNORED_FLAGS: &[(&str, bool)] = &[
     ("enable-v2", true),
     ("v2-deprecation", false),
     ("enable-grpc-gateway", true),
-    ("client-crl-file", false),
-    ("client-cert-allowed-hostname", false),
-    ("peer-cert-allowed-cn", false),
-    ("peer-cert-allowed-hostname", false),
-    ("peer-crl-file", false),
-    ("cipher-suites", false),
     ("cors", false),
     ("host-whitelist", false),
     ("self-signed-cert-validity", false),
@@ -221,6 +215,30 @@ pub struct Flags {
     /// Minimum TLS version supported by etcd (TLS1.2 or TLS1.3; rustls has no older ones).
     #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
     pub tls_min_version: String,
+
+    /// Path to the client certificate revocation list file.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+
+    /// Allowed TLS hostname for client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME", default_value = "")]
+    pub client_cert_allowed_hostname: String,
+
+    /// Path to the peer certificate revocation list file.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN", default_value = "")]
+    pub peer_cert_allowed_cn: String,
+
+    /// Allowed TLS hostname for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME", default_value = "")]
+    pub peer_cert_allowed_hostname: String,
+
+    /// Comma-separated list of supported TLS cipher suites between client/server and peers (empty will be auto-populated by Go).
+    #[arg(long, env = "ETCD_CIPHER_SUITES", default_value = "")]
+    pub cipher_suites: String,
 
     /// Maximum TLS version supported by etcd (empty: no maximum).
     #[arg(long, env = "ETCD_TLS_MAX_VERSION", default_value = "")]

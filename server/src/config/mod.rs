@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::tls::{TlsFiles, TlsVersions};
+use crate::tls::{check_cipher_suites, AllowedIdentity, TlsFiles, TlsVersions};
 pub use flags::Flags;
 use flags::{etcd_flag_error, ignored_env_vars, normalize_args};
 pub use parse::parse_go_duration;
@@ -78,6 +78,8 @@ pub struct Config {
     pub client_tls: TlsFiles,
     pub peer_tls: TlsFiles,
     pub tls_versions: TlsVersions,
+    /// `--cipher-suites` (Go's names): the TLS 1.2 suites offered; empty for rustls' defaults.
+    pub tls_cipher_suites: Vec<String>,
     /// `--auth-token`: simple (with --auth-token-ttl) or jwt with its options.
     pub auth_token: AuthToken,
     pub auth_token_ttl: Duration,
@@ -142,6 +144,7 @@ impl Config {
             client_tls: TlsFiles::default(),
             peer_tls: TlsFiles::default(),
             tls_versions: TlsVersions { allow_12: true, allow_13: true },
+            tls_cipher_suites: Vec::new(),
             auth_token: AuthToken::Simple,
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: 10,
@@ -171,6 +174,11 @@ impl Config {
             trusted_ca: flags.trusted_ca_file.clone(),
             client_cert_auth: flags.client_cert_auth.unwrap_or(false),
             auto_tls: flags.auto_tls.unwrap_or(false),
+            crl: flags.client_crl_file.clone(),
+            allowed: AllowedIdentity {
+                common_name: None,
+                hostname: Some(flags.client_cert_allowed_hostname.clone()).filter(|h| !h.is_empty()),
+            },
         };
         let peer_tls = TlsFiles {
             cert: flags.peer_cert_file.clone(),
@@ -178,8 +186,30 @@ impl Config {
             trusted_ca: flags.peer_trusted_ca_file.clone(),
             client_cert_auth: flags.peer_client_cert_auth.unwrap_or(false),
             auto_tls: flags.peer_auto_tls.unwrap_or(false),
+            crl: flags.peer_crl_file.clone(),
+            allowed: AllowedIdentity {
+                common_name: Some(flags.peer_cert_allowed_cn.clone()).filter(|c| !c.is_empty()),
+                hostname: Some(flags.peer_cert_allowed_hostname.clone()).filter(|h| !h.is_empty()),
+            },
         };
+        if peer_tls.allowed.common_name.is_some() && peer_tls.allowed.hostname.is_some() {
+            return Err(ConfigError::Invalid(
+                "AllowedCN and AllowedHostname are mutually exclusive (cn=..., hostname=...)".to_string(),
+            ));
+        }
         let tls_versions = parse_tls_versions(&flags.tls_min_version, &flags.tls_max_version)?;
+        let tls_cipher_suites: Vec<String> = flags
+            .cipher_suites
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let skipped =
+            check_cipher_suites(&tls_cipher_suites, !tls_versions.allow_12).map_err(ConfigError::Invalid)?;
+        if !skipped.is_empty() {
+            tracing::warn!(?skipped, "cipher suites rustls does not implement are not offered");
+        }
         // etcd: bcrypt's minimum and maximum costs.
         if !(4..=31).contains(&flags.bcrypt_cost) {
             return Err(ConfigError::Invalid(format!(
@@ -341,6 +371,7 @@ impl Config {
             client_tls,
             peer_tls,
             tls_versions,
+            tls_cipher_suites,
             auth_token,
             auth_token_ttl: Duration::from_secs(flags.auth_token_ttl),
             bcrypt_cost: flags.bcrypt_cost,

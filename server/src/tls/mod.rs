@@ -2,14 +2,20 @@
 //! --key-file, --trusted-ca-file, --client-cert-auth and --auto-tls, and their --peer-*
 //! twins. Servers offer h2 and http/1.1 by ALPN (grpc-go refuses a TLS server without h2).
 
+mod checks;
+
+pub use checks::{check_cipher_suites, AllowedIdentity};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
@@ -26,6 +32,10 @@ pub struct TlsFiles {
     pub client_cert_auth: bool,
     /// Without cert and key: a self-signed certificate generated in the data dir.
     pub auto_tls: bool,
+    /// Certificates revoked by this list are refused (--client-crl-file, --peer-crl-file).
+    pub crl: Option<PathBuf>,
+    /// Whom the other side's certificate must name.
+    pub allowed: AllowedIdentity,
 }
 
 impl TlsFiles {
@@ -68,6 +78,28 @@ pub enum TlsError {
 
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The client verifier for one side: the CA, its revocation list, the allowed identity.
+fn client_verifier(
+    files: &TlsFiles,
+    ca: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
+    if let Some(crl) = &files.crl {
+        // etcd looks each presented certificate's serial up in the list; intermediates without
+        // a list of their own are not refused for it.
+        builder = builder
+            .with_crls(checks::crls(crl)?)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    let inner = builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
+    if files.allowed.is_empty() {
+        return Ok(inner);
+    }
+    Ok(Arc::new(checks::IdentityClientVerifier { inner, allowed: files.allowed.clone() }))
 }
 
 fn versions(v: TlsVersions) -> Vec<&'static rustls::SupportedProtocolVersion> {
@@ -145,19 +177,16 @@ fn restrict(_: &Path) {}
 pub fn acceptor(
     files: &TlsFiles,
     versions_allowed: TlsVersions,
+    cipher_suites: &[String],
     generated_dir: &Path,
     hosts: &[String],
 ) -> Result<TlsAcceptor, TlsError> {
     let (cert_path, key_path) = cert_and_key(files, generated_dir, hosts)?;
-    let builder = ServerConfig::builder_with_provider(provider())
+    let provider = Arc::new(checks::provider_with(cipher_suites));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(versions_allowed))?;
     let builder = match (&files.trusted_ca, files.client_cert_auth) {
-        (Some(ca), true) => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
-                .build()
-                .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        (Some(ca), true) => builder.with_client_cert_verifier(client_verifier(files, ca, provider)?),
         _ => builder.with_no_client_auth(),
     };
     let mut config = builder.with_single_cert(certs(&cert_path)?, key(&key_path)?)?;
@@ -169,15 +198,25 @@ pub fn acceptor(
 /// its own peer certificate; with peer auto TLS and no CA, without verifying (as etcd does).
 pub fn peer_client_config(
     files: &TlsFiles,
+    cipher_suites: &[String],
     generated_dir: &Path,
     hosts: &[String],
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let provider = Arc::new(checks::provider_with(cipher_suites));
+    let builder =
+        ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = match &files.trusted_ca {
-        Some(ca) => builder.with_root_certificates(roots(ca)?),
-        None => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoServerVerification(provider())))
+        Some(ca) if !files.allowed.is_empty() => {
+            let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let verifier = checks::IdentityServerVerifier { inner, allowed: files.allowed.clone() };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
         }
+        Some(ca) => builder.with_root_certificates(roots(ca)?),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider.clone()))),
     };
     let mut config = if files.configured() {
         let (cert, key_path) = cert_and_key(files, generated_dir, hosts)?;
