@@ -18,7 +18,7 @@ mod key_index;
 mod raft_log;
 mod revision;
 mod snapshot;
-pub use snapshot::SnapshotStats;
+pub use snapshot::{SnapshotStats, SnapshotWriter};
 mod store;
 mod write;
 

@@ -67,34 +67,60 @@ impl<R: Read> Read for Crc<R> {
     }
 }
 
-impl Store {
-    /// Writes a point-in-time copy of the state machine to `out` and returns the value that
-    /// `cluster_key` had at that same point (the applied position the copy corresponds to).
-    pub fn export_snapshot(&self, out: impl Write, cluster_key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let snap = self.db.snapshot();
+/// Writes the snapshot format record by record: the export, and tools (the fuzz targets) that
+/// need well-framed snapshots of arbitrary records.
+pub struct SnapshotWriter<W: Write> {
+    w: Crc<BufWriter<W>>,
+    records: u64,
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    pub fn new(out: W) -> Result<Self> {
         let mut w = Crc { inner: BufWriter::new(out), crc: 0, len: 0 };
         w.write_all(MAGIC).map_err(io)?;
-        let mut records = 0u64;
-        for (tag, name) in STATE_CFS.iter().enumerate() {
-            let cf = self.cf(name)?;
-            for item in snap.iterator_cf(cf, IteratorMode::Start) {
-                let (k, v) = item?;
-                w.write_all(&[tag as u8]).map_err(io)?;
-                w.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
-                w.write_all(&k).map_err(io)?;
-                w.write_all(&(v.len() as u32).to_be_bytes()).map_err(io)?;
-                w.write_all(&v).map_err(io)?;
-                records += 1;
-            }
-        }
+        Ok(Self { w, records: 0 })
+    }
+
+    /// One record of the column family `tag` (0 kv, 1 meta, 2 lease, 3 cluster).
+    pub fn record(&mut self, tag: u8, key: &[u8], value: &[u8]) -> Result<()> {
+        let w = &mut self.w;
+        w.write_all(&[tag]).map_err(io)?;
+        w.write_all(&(key.len() as u32).to_be_bytes()).map_err(io)?;
+        w.write_all(key).map_err(io)?;
+        w.write_all(&(value.len() as u32).to_be_bytes()).map_err(io)?;
+        w.write_all(value).map_err(io)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// The end marker, count, checksum and padding.
+    pub fn finish(mut self) -> Result<()> {
+        let w = &mut self.w;
         w.write_all(&[END]).map_err(io)?;
-        w.write_all(&records.to_be_bytes()).map_err(io)?;
+        w.write_all(&self.records.to_be_bytes()).map_err(io)?;
         let crc = w.crc;
         w.inner.write_all(&crc.to_be_bytes()).map_err(io)?;
         let len = w.len + 4;
         let pad = (ALIGN - len % ALIGN) % ALIGN;
         w.inner.write_all(&vec![0u8; pad as usize]).map_err(io)?;
-        w.inner.flush().map_err(io)?;
+        w.inner.flush().map_err(io)
+    }
+}
+
+impl Store {
+    /// Writes a point-in-time copy of the state machine to `out` and returns the value that
+    /// `cluster_key` had at that same point (the applied position the copy corresponds to).
+    pub fn export_snapshot(&self, out: impl Write, cluster_key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let snap = self.db.snapshot();
+        let mut w = SnapshotWriter::new(out)?;
+        for (tag, name) in STATE_CFS.iter().enumerate() {
+            let cf = self.cf(name)?;
+            for item in snap.iterator_cf(cf, IteratorMode::Start) {
+                let (k, v) = item?;
+                w.record(tag as u8, &k, &v)?;
+            }
+        }
+        w.finish()?;
         Ok(snap.get_cf(self.cf(CF_CLUSTER)?, cluster_key)?)
     }
 
