@@ -368,19 +368,38 @@ pub fn seeds(scratch: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
                 ..Default::default()
             }))),
         ),
+        // A batch entry, as the leader writes concurrent proposals.
         entry(
             7,
-            normal(auth(rkvpb::auth_command::Request::RoleAdd(AuthRoleAddRequest { name: "r".into() }))),
+            EntryPayload::Normal(Proposal(rkvpb::RaftCommand {
+                command: Some(rkvpb::raft_command::Command::Batch(rkvpb::CommandBatch {
+                    commands: vec![
+                        crate::raft::codec::command_to_proto(Command::Put(put("b1", "1", 0)), None),
+                        crate::raft::codec::command_to_proto(
+                            Command::DeleteRange(DeleteRangeRequest {
+                                key: b"b1".to_vec(),
+                                ..Default::default()
+                            }),
+                            None,
+                        ),
+                    ],
+                })),
+                auth_info: None,
+            })),
         ),
         entry(
             8,
+            normal(auth(rkvpb::auth_command::Request::RoleAdd(AuthRoleAddRequest { name: "r".into() }))),
+        ),
+        entry(
+            9,
             normal(auth(rkvpb::auth_command::Request::RoleGrantPermission(AuthRoleGrantPermissionRequest {
                 name: "r".into(),
                 perm: Some(authpb::Permission { perm_type: 2, key: b"a".to_vec(), range_end: b"b".to_vec() }),
             }))),
         ),
         entry(
-            9,
+            10,
             normal(auth(rkvpb::auth_command::Request::UserGrantRole(AuthUserGrantRoleRequest {
                 user: "u".into(),
                 role: "r".into(),
@@ -395,7 +414,7 @@ pub fn seeds(scratch: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
         seeds.push(("raft_entry", enc(e)?));
     }
     let vote = Vote::new_committed(1, 1);
-    let last = Some(LogId::new(CommittedLeaderId::new(1, 1), 9));
+    let last = Some(LogId::new(CommittedLeaderId::new(1, 1), 10));
     let peer: Vec<(u8, Vec<u8>)> = vec![
         (
             0,

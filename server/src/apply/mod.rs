@@ -73,6 +73,8 @@ pub enum CommandResponse {
     Auth(Option<String>),
     /// A command without a client-visible result (publish, or a raft entry with no command).
     Done,
+    /// The results of a batch entry's commands, in order (see `raft::batch`).
+    Batch(Vec<Result<CommandResponse>>),
 }
 
 /// What applying needs: the store, and who hears about applied changes.

@@ -3,7 +3,8 @@
 
 use prost::Message;
 use rkv_proto::rkvpb::{
-    raft_command, raft_result, AuthCommand, AuthInfo, AuthResult, Empty, ErrorStatus, RaftCommand, RaftResult,
+    raft_command, raft_result, AuthCommand, AuthInfo, AuthResult, Empty, ErrorStatus, RaftCommand,
+    RaftResult, ResultBatch,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -40,6 +41,7 @@ pub fn proto_kind(c: &raft_command::Command) -> &'static str {
         C::Publish(_) => "publish",
         C::Alarm(_) => "alarm",
         C::Auth(_) => "auth",
+        C::Batch(_) => "batch",
     }
 }
 
@@ -56,6 +58,8 @@ pub fn command_from_proto(msg: RaftCommand) -> Result<Proposed, String> {
         C::Publish(r) => Command::Publish(r),
         C::Alarm(r) => Command::Alarm(r),
         C::Auth(a) => Command::Auth(a.request.ok_or("empty auth command")?),
+        // The state machine opens batches before it decodes their commands.
+        C::Batch(_) => return Err("a batch inside a batch".to_string()),
     };
     Ok(Proposed { command, by })
 }
@@ -72,6 +76,9 @@ pub fn result_to_proto(result: &Result<CommandResponse, ServerError>) -> RaftRes
         Ok(CommandResponse::Done) => R::Done(Empty {}),
         Ok(CommandResponse::Alarm(r)) => R::Alarm(r.clone()),
         Ok(CommandResponse::Auth(token)) => R::Auth(AuthResult { token: token.clone().unwrap_or_default() }),
+        Ok(CommandResponse::Batch(results)) => {
+            R::Batch(ResultBatch { results: results.iter().map(result_to_proto).collect() })
+        }
         Err(e) => {
             let status = tonic::Status::from(e);
             R::Error(ErrorStatus { code: status.code() as i32, message: status.message().to_string() })
@@ -93,6 +100,12 @@ pub fn result_from_proto(msg: RaftResult) -> Result<Result<CommandResponse, Serv
         R::Done(_) => Ok(CommandResponse::Done),
         R::Alarm(r) => Ok(CommandResponse::Alarm(r)),
         R::Auth(a) => Ok(CommandResponse::Auth(Some(a.token).filter(|t| !t.is_empty()))),
+        R::Batch(b) => Ok(CommandResponse::Batch(
+            b.results
+                .into_iter()
+                .map(|r| result_from_proto(r).unwrap_or(Err(ServerError::UnexpectedResponse)))
+                .collect(),
+        )),
         R::Error(e) => Err(ServerError::Remote(tonic::Status::new(tonic::Code::from(e.code), e.message))),
     })
 }

@@ -5,6 +5,7 @@
 //! Every write of the etcd API is a `RaftCommand` in the log; a single-member cluster takes the
 //! same path with a quorum of one.
 
+mod batch;
 pub mod codec;
 pub mod log_store;
 pub mod membership;

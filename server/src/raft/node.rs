@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::ServerState;
 use rkv_proto::rkvpb::peer_client::PeerClient;
 use rkv_proto::rkvpb::ReadIndexRequest;
@@ -43,6 +43,7 @@ pub struct RaftNode {
     /// Proposals admitted into this leader's log and not yet answered.
     pub(super) in_flight: std::sync::atomic::AtomicUsize,
     peer_tls: super::network::PeerTls,
+    batcher: super::batch::Batcher,
 }
 
 /// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
@@ -63,6 +64,7 @@ impl RaftNode {
         peer_tls: super::network::PeerTls,
     ) -> Self {
         Self {
+            batcher: super::batch::Batcher::start(raft.clone()),
             raft,
             id,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
@@ -201,24 +203,7 @@ impl RaftNode {
         proposal: Proposal,
         deadline: Instant,
     ) -> Result<(CommandResponse, u64)> {
-        let written = timeout_at(deadline, self.raft.client_write(proposal)).await;
-        match written {
-            Err(_) => Err(ServerError::Timeout),
-            Ok(Ok(resp)) => resp.data.0.map(|r| (r, resp.log_id.index)),
-            // Leadership moved after this member accepted the proposal: it may still commit,
-            // so it is not retried (etcd answers "leader changed" too).
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(ServerError::LeaderChanged)
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                tracing::error!(error = %e, "membership error on a data write");
-                Err(ServerError::UnexpectedResponse)
-            }
-            Ok(Err(RaftError::Fatal(e))) => {
-                tracing::error!(error = %e, "raft stopped");
-                Err(ServerError::Stopped)
-            }
-        }
+        self.batcher.propose(proposal, deadline).await
     }
 
     async fn forward(

@@ -14,13 +14,35 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMe
 use rkv_storage::AppliedIndex;
 use tracing::info;
 
+use rkv_proto::rkvpb::raft_command::Command::Batch as Batched;
+use rkv_proto::rkvpb::RaftCommand;
+
 use super::codec::{command_from_proto, from_bytes, to_bytes};
-use super::{Applied, LogId, PeerNode, StoredMembership, TypeConfig};
+use super::{Applied, LogId, PeerNode, Proposal, StoredMembership, TypeConfig};
 use crate::apply::{Applier, CommandResponse, Proposed, CLUSTER_RAFT_APPLIED};
 
 type Entry = openraft::Entry<TypeConfig>;
 type SResult<T> = Result<T, StorageError<u64>>;
 type Meta = SnapshotMeta<u64, PeerNode>;
+
+/// The commands of a normal log entry, and whether it is a batch (whose results are answered
+/// together). A command that does not decode applies as nothing: peers refuse empty commands
+/// before they reach the log, and one that got there anyway must not stop every member.
+pub(crate) fn open_entry(proposal: Proposal, index: u64) -> (Vec<Option<Proposed>>, bool) {
+    let decode = |command: RaftCommand| match command_from_proto(command) {
+        Ok(command) => Some(command),
+        Err(e) => {
+            tracing::error!(error = %e, index, "log entry without a command");
+            None
+        }
+    };
+    match proposal.0 {
+        RaftCommand { command: Some(Batched(batch)), .. } => {
+            (batch.commands.into_iter().map(decode).collect(), true)
+        }
+        command => (vec![decode(command)], false),
+    }
+}
 
 /// What the state machine records with every batch: where it is in the log and the
 /// membership it has applied.
@@ -166,24 +188,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut state = self.applied().clone();
         let mut commands: Vec<Option<Proposed>> = Vec::new();
+        // Per entry: how many of `commands` it holds, and whether they are a batch's.
+        let mut spans: Vec<(usize, bool)> = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
-            commands.push(match entry.payload {
-                // Peers refuse empty commands before they reach the log; one that got there
-                // anyway applies as nothing rather than stopping every member.
-                EntryPayload::Normal(proposal) => match command_from_proto(proposal.0) {
-                    Ok(command) => Some(command),
-                    Err(e) => {
-                        tracing::error!(error = %e, index = entry.log_id.index, "log entry without a command");
-                        None
-                    }
-                },
+            let index = entry.log_id.index;
+            match entry.payload {
+                EntryPayload::Normal(proposal) => {
+                    let (opened, batch) = open_entry(proposal, index);
+                    spans.push((opened.len(), batch));
+                    commands.extend(opened);
+                }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
+                    spans.push((1, false));
+                    commands.push(None);
                 }
-                EntryPayload::Blank => None,
-            });
+                EntryPayload::Blank => {
+                    spans.push((1, false));
+                    commands.push(None);
+                }
+            }
         }
         let Some(last) = state.last_applied else {
             return Ok(Vec::new());
@@ -197,7 +222,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| super::serr::write_state_machine(AnyError::error(e.to_string())))?
                 .map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
         *self.applied() = state;
-        Ok(results.into_iter().map(|r| Applied(r.unwrap_or(Ok(CommandResponse::Done)))).collect())
+        let mut results = results.into_iter().map(|r| r.unwrap_or(Ok(CommandResponse::Done)));
+        Ok(spans
+            .into_iter()
+            .map(|(n, batch)| match batch {
+                true => Applied(Ok(CommandResponse::Batch(results.by_ref().take(n).collect()))),
+                false => Applied(results.next().unwrap_or(Ok(CommandResponse::Done))),
+            })
+            .collect())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
