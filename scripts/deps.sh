@@ -13,6 +13,8 @@ if [ "${RKV_NEED_TEST_TOOLS:-0}" = 1 ]; then
   command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1 || need_apt+=(python3-pip)
   # The TLS tests check rkv's HTTPS endpoints with curl.
   command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+  # The JWT tests make RSA keys as an etcd user would, with openssl.
+  command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (apt-get)"

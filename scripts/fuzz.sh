@@ -23,7 +23,12 @@ fi
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   echo "== $t: ${seconds}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=4096 2>&1 |
+  # -detect_leaks=0: the harnesses keep a store open across inputs and its background
+  # compaction threads outlive an input, which LeakSanitizer's per-input check reports (a
+  # 124-byte report on the snapshot target did not reproduce with its input alone). The
+  # targets look for panics, aborts, timeouts and memory blow-ups.
+  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$seconds" -max_len=4096 -rss_limit_mb=4096 \
+    -detect_leaks=0 2>&1 |
     grep -E "^(#[0-9]+ *DONE|Done|==[0-9]+==|SUMMARY|thread .* panicked|artifact_prefix|Test unit written)" || true
   cargo +nightly fuzz cmin "$t" "corpus/$t" >/dev/null 2>&1 || true
   echo "   corpus: $(ls "corpus/$t" | wc -l) inputs"
