@@ -93,3 +93,48 @@ async fn each_write_in_a_batch_is_checked_as_its_proposer() {
     let want: Vec<String> = (0..100).step_by(2).map(|i| format!("/a/{i:03}")).collect();
     assert_eq!(keys, want);
 }
+
+/// Linearizable reads that arrive together share ReadIndex rounds; a read must still see
+/// every write acknowledged before it started, on a follower, while other reads keep rounds
+/// busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_read_rounds_still_see_every_acknowledged_write() {
+    let dir = tempdir();
+    let cluster = common::cluster::Cluster::start(dir.path(), 3);
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    let (writer, reader) =
+        (channel(&cluster.members[leader]).await, channel(&cluster.members[follower]).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy: Vec<_> = (0..16)
+        .map(|_| {
+            let (reader, stop) = (reader.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut kv = KvClient::new(reader);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = kv.range(RangeRequest { key: b"other".to_vec(), ..Default::default() }).await;
+                }
+            })
+        })
+        .collect();
+    for i in 0..100 {
+        let value = format!("{i}");
+        let put =
+            PutRequest { key: b"seen".to_vec(), value: value.clone().into_bytes(), ..Default::default() };
+        KvClient::new(writer.clone()).put(put).await.unwrap_or_else(|e| panic!("put {i}: {e}"));
+        let got = KvClient::new(reader.clone())
+            .range(RangeRequest { key: b"seen".to_vec(), ..Default::default() })
+            .await
+            .unwrap_or_else(|e| panic!("read {i}: {e}"))
+            .into_inner();
+        assert_eq!(
+            got.kvs.first().map(|kv| kv.value.clone()),
+            Some(value.into_bytes()),
+            "read after put {i}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in busy {
+        b.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -44,6 +44,7 @@ pub struct RaftNode {
     pub(super) in_flight: std::sync::atomic::AtomicUsize,
     peer_tls: super::network::PeerTls,
     batcher: super::batch::Batcher,
+    reads: Mutex<ReadRounds>,
 }
 
 /// Whether a forwarded proposal surely never reached a raft log (so it is safe to retry): it
@@ -65,6 +66,7 @@ impl RaftNode {
     ) -> Self {
         Self {
             batcher: super::batch::Batcher::start(raft.clone()),
+            reads: Mutex::default(),
             raft,
             id,
             request_timeout: Duration::from_secs(5) + 2 * election_timeout,
@@ -245,16 +247,10 @@ impl RaftNode {
 
     /// ReadIndex: returns once this member has applied everything committed when the call
     /// started, as confirmed by a quorum (the leader's `ensure_linearizable`).
-    pub async fn linearizable_barrier(&self) -> Result<()> {
+    pub async fn linearizable_barrier(self: &Arc<Self>) -> Result<()> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
-            let leader = self.wait_leader(deadline).await?;
-            let attempt = if leader == self.id {
-                self.read_index(deadline).await
-            } else {
-                self.remote_read_index(leader, deadline).await
-            };
-            match attempt {
+            match self.joined_read_index(deadline).await {
                 Ok(index) => return self.wait_applied(index, deadline).await,
                 // A read is safe to retry: wait for the election to settle and ask again.
                 Err(e) if Instant::now() + RETRY_PAUSE < deadline => {
@@ -262,6 +258,54 @@ impl RaftNode {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The read index of a ReadIndex round that starts after this call: reads that arrive
+    /// together share one round (one quorum confirmation, one request to a remote leader),
+    /// as etcd's linearizable read loop does.
+    pub async fn joined_read_index(self: &Arc<Self>, deadline: Instant) -> Result<u64> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut rounds = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+            rounds.waiting.push(answer);
+            !std::mem::replace(&mut rounds.running, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).run_read_rounds());
+        }
+        match timeout_at(deadline, answered).await {
+            Err(_) => Err(ServerError::Timeout),
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Ok(Ok(answer)) => answer,
+        }
+    }
+
+    /// Runs rounds while reads wait; each round answers the reads that were waiting when it
+    /// started.
+    async fn run_read_rounds(self: Arc<Self>) {
+        loop {
+            let waiting = {
+                let mut rounds = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+                if rounds.waiting.is_empty() {
+                    rounds.running = false;
+                    return;
+                }
+                std::mem::take(&mut rounds.waiting)
+            };
+            let deadline = Instant::now() + self.request_timeout;
+            let round = async {
+                let leader = self.wait_leader(deadline).await?;
+                if leader == self.id {
+                    self.read_index(deadline).await
+                } else {
+                    self.remote_read_index(leader, deadline).await
+                }
+            };
+            let result = round.await;
+            for answer in waiting {
+                let _ = answer.send(result.as_ref().map(|i| *i).map_err(round_error));
             }
         }
     }
@@ -294,6 +338,23 @@ impl RaftNode {
 
     pub fn request_deadline(&self) -> Instant {
         Instant::now() + self.request_timeout
+    }
+}
+
+/// The reads waiting for the next ReadIndex round, and whether rounds are running.
+#[derive(Default)]
+pub(super) struct ReadRounds {
+    running: bool,
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<u64>>>,
+}
+
+/// A round's failure, for each read that shared it (the errors a round can end with).
+fn round_error(e: &ServerError) -> ServerError {
+    match e {
+        ServerError::LeaderChanged => ServerError::LeaderChanged,
+        ServerError::NoLeader => ServerError::NoLeader,
+        ServerError::Stopped => ServerError::Stopped,
+        _ => ServerError::Timeout,
     }
 }
 

@@ -79,7 +79,7 @@ impl Peer for PeerService {
 
     async fn read_index(&self, _: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         let node = &self.shared.node;
-        let index = node.read_index(node.request_deadline()).await?;
+        let index = node.joined_read_index(node.request_deadline()).await?;
         Ok(Response::new(ReadIndexResponse { index }))
     }
 
