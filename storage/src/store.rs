@@ -124,6 +124,9 @@ pub(crate) struct WriterState {
     pub(crate) applied: AppliedIndex,
 }
 
+/// Bytes of memtables across all column families.
+const MEMTABLE_BUDGET: usize = 64 << 20;
+
 impl Store {
     /// Opens (or creates) the store in `path` and rebuilds the index from the history on disk.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -132,6 +135,10 @@ impl Store {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // One memtable budget for all column families (RocksDB's default is 64 MiB per
+        // memtable each, which six families and the raft log's churn turn into hundreds of
+        // MiB of resident memory); the fullest family is flushed when it is reached.
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
         let cfs = [CF_KV, CF_META, CF_LEASE, CF_CLUSTER, CF_RAFT_LOG, CF_RAFT_STATE]
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
