@@ -68,7 +68,15 @@ impl Kv for KvService {
         if !r.serializable {
             self.shared.node.linearizable_barrier().await?;
         }
-        let mut resp = self.read(move |store| kv::range(&store.read_view()?, &r)).await?;
+        // A single-key read is a memtable or block-cache lookup of microseconds: done inline it
+        // saves the two thread switches of the blocking pool, the largest cost of a point read
+        // (perf: 54% of a serializable-range load in kernel task switching). Ranges, which may
+        // read thousands of keys, still go to the blocking pool.
+        let mut resp = if r.range_end.is_empty() {
+            kv::range(&self.shared.store.read_view().map_err(ServerError::from)?, &r).map_err(Status::from)?
+        } else {
+            self.read(move |store| kv::range(&store.read_view()?, &r)).await?
+        };
         self.shared.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
