@@ -64,6 +64,20 @@ fn open(dir: &Path, generation: u64) -> Result<(Arc<Applier>, Arc<Lessor>), Stri
     Ok((Arc::new(Applier::new(store, hub, lessor.clone(), metrics, auth)), lessor))
 }
 
+/// One harness per fuzzing process, in a scratch directory of the process (opening RocksDB
+/// per input would dominate the run).
+pub fn process_harness() -> &'static std::sync::Mutex<ApplyHarness> {
+    static HARNESS: std::sync::OnceLock<std::sync::Mutex<ApplyHarness>> = std::sync::OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rkv-fuzz-{}", std::process::id()));
+        let made = std::fs::create_dir_all(&dir).map_err(|e| e.to_string());
+        match made.and_then(|()| ApplyHarness::new(&dir)) {
+            Ok(h) => std::sync::Mutex::new(h),
+            Err(e) => panic!("cannot set up the fuzz harness in {}: {e}", dir.display()),
+        }
+    })
+}
+
 /// The request kinds of `client_requests`' input, by their tag byte.
 const KINDS: u8 = 7;
 
