@@ -388,6 +388,13 @@ async fn range(channels: &[Channel], clients: usize, ops: usize, serializable: b
     let key = format!("/range/{tag}");
     preload(channels, &key, 1).await;
     let key = format!("{key}00000000");
+    // Serializable reads on a follower may trail the write just made (etcd's semantics too):
+    // a linearizable read on every member first waits until each has applied it.
+    for ch in channels {
+        let r = RangeRequest { key: key.clone().into_bytes(), ..Default::default() };
+        let seen = KvClient::new(ch.clone()).range(r).await.map(|r| r.into_inner().kvs.len());
+        assert_eq!(seen.ok(), Some(1), "the preloaded key is not readable");
+    }
     drive(channels, clients, ops, move |mut kv, _, _| {
         let r = RangeRequest { key: key.clone().into_bytes(), serializable, ..Default::default() };
         async move { kv.range(r).await.is_ok_and(|r| r.into_inner().kvs.len() == 1) }
