@@ -39,12 +39,9 @@ impl Kind {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("free port: {e}"))
-}
+#[path = "../../tests/common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 struct Member {
     child: Option<Child>,

@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 pub const READY: &str = "ready to serve client requests";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}")).port()
-}
+mod ports;
+pub use ports::free_port;
 
 /// Waits until `path` contains `needle` (a log line), or panics with the log.
 pub fn wait_for_log(path: &Path, needle: &str, child: &mut Child) {
