@@ -31,6 +31,10 @@ pub fn etcd_term(openraft_term: u64) -> u64 {
 /// Between attempts to reach a leader that could not take a proposal.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// The longest one shared ReadIndex round may take (a quorum heartbeat normally takes
+/// milliseconds).
+const READ_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct RaftNode {
     pub raft: Raft,
     pub id: u64,
@@ -294,7 +298,9 @@ impl RaftNode {
                 }
                 std::mem::take(&mut rounds.waiting)
             };
-            let deadline = Instant::now() + self.request_timeout;
+            // A round stuck on a lost leader must not hold back the rounds after it: it gives
+            // up after a while and its reads retry (each until its own deadline).
+            let deadline = Instant::now() + self.request_timeout.min(READ_ROUND_TIMEOUT);
             let round = async {
                 let leader = self.wait_leader(deadline).await?;
                 if leader == self.id {
