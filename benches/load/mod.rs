@@ -39,9 +39,9 @@ impl Kind {
     }
 }
 
-#[path = "../../tests/common/ports.rs"]
-mod ports;
-use ports::free_port;
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::{free_port, rss_kib};
 
 struct Member {
     child: Option<Child>,
@@ -153,17 +153,7 @@ impl Deployment {
         self.members
             .iter()
             .filter_map(|m| m.child.as_ref())
-            .map(|c| {
-                std::fs::read_to_string(format!("/proc/{}/status", c.id()))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmRSS:"))
-                            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-                    })
-                    .unwrap_or(0)
-                    * 1024
-            })
+            .map(|c| rss_kib(c.id()) * 1024)
             .max()
             .unwrap_or(0)
     }

@@ -192,10 +192,11 @@ impl Config {
                 hostname: Some(flags.peer_cert_allowed_hostname.clone()).filter(|h| !h.is_empty()),
             },
         };
-        if peer_tls.allowed.common_name.is_some() && peer_tls.allowed.hostname.is_some() {
-            return Err(ConfigError::Invalid(
-                "AllowedCN and AllowedHostname are mutually exclusive (cn=..., hostname=...)".to_string(),
-            ));
+        if let (Some(cn), Some(hostname)) = (&peer_tls.allowed.common_name, &peer_tls.allowed.hostname) {
+            // etcd's embed config check, with its wording.
+            return Err(ConfigError::Invalid(format!(
+                "AllowedCN and AllowedHostname are mutually exclusive (cn={cn:?}, hostname={hostname:?})"
+            )));
         }
         let tls_versions = parse_tls_versions(&flags.tls_min_version, &flags.tls_max_version)?;
         let tls_cipher_suites: Vec<String> = flags

@@ -76,10 +76,6 @@ pub enum TlsError {
     },
 }
 
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The client verifier for one side: the CA, its revocation list, the allowed identity.
 fn client_verifier(
     files: &TlsFiles,
