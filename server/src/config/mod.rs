@@ -19,7 +19,9 @@ use crate::tls::{check_cipher_suites, AllowedIdentity, TlsFiles, TlsVersions};
 pub use flags::Flags;
 use flags::{etcd_flag_error, ignored_env_vars, normalize_args};
 pub use parse::parse_go_duration;
-use parse::{parse_auto_compaction, parse_listen_url, parse_tls_versions, split_urls};
+use parse::{
+    parse_auto_compaction, parse_listen_url, parse_tls_versions, progress_notify_interval, split_urls,
+};
 pub(crate) use parse::{parse_initial_cluster, same_urls};
 
 /// etcd's default client URL.
@@ -268,7 +270,7 @@ impl Config {
         }
         let watch_progress_notify_interval =
             parse_go_duration(&flags.experimental_watch_progress_notify_interval)
-                .filter(|d| !d.is_zero())
+                .map(progress_notify_interval)
                 .ok_or_else(|| {
                     ConfigError::Invalid(format!(
                         "invalid --experimental-watch-progress-notify-interval {:?}",
@@ -399,6 +401,19 @@ mod tests {
         assert_eq!(c.max_txn_ops, 128);
         assert_eq!(c.quota_backend_bytes, DEFAULT_QUOTA_BYTES);
         assert_eq!(c.auto_compaction, AutoCompaction::Disabled);
+    }
+
+    #[test]
+    fn progress_notify_interval_is_read_as_etcd_reads_it() {
+        let interval = |v: &str| {
+            parse(&[&format!("--experimental-watch-progress-notify-interval={v}")])
+                .ok()
+                .flatten()
+                .map(|c| c.watch_progress_notify_interval)
+        };
+        assert_eq!(interval("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(interval("0s"), Some(Duration::from_secs(600)));
+        assert_eq!(interval("10ms"), Some(Duration::from_millis(100)));
     }
 
     #[test]

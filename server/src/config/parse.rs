@@ -164,3 +164,14 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     }
     Some(total)
 }
+
+/// etcd's reading of `--experimental-watch-progress-notify-interval`: 0 keeps the 10-minute
+/// default and anything shorter than 100 ms is raised to 100 ms (v3rpc `NewWatchServer`).
+pub fn progress_notify_interval(d: Duration) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(600);
+    const MIN: Duration = Duration::from_millis(100);
+    match d {
+        Duration::ZERO => DEFAULT,
+        d => d.max(MIN),
+    }
+}
