@@ -6,6 +6,7 @@ pub mod command;
 mod error;
 mod goquote;
 mod json;
+mod k8s;
 mod print;
 mod tls;
 
@@ -38,7 +39,7 @@ struct Cli {
     /// Timeout for short running command (excluding dial timeout).
     #[arg(long = "command-timeout", global = true, env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s")]
     command_timeout: String,
-    /// Set the output format (fields, json, simple, table).
+    /// Set the output format (fields, json, simple, table; k8s: decode Kubernetes objects).
     #[arg(
         short = 'w',
         long = "write-out",

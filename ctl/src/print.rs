@@ -11,6 +11,7 @@ use rkv_proto::mvccpb::KeyValue;
 use crate::error::{CtlError, EXIT_BAD_FEATURE};
 use crate::goquote::quote;
 use crate::json;
+use crate::k8s;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -18,6 +19,8 @@ pub enum Format {
     Json,
     Fields,
     Table,
+    /// Beyond etcdctl: decodes Kubernetes objects stored under `/registry` (see `k8s`).
+    K8s,
 }
 
 impl Format {
@@ -27,6 +30,7 @@ impl Format {
             "json" => Ok(Format::Json),
             "fields" => Ok(Format::Fields),
             "table" => Ok(Format::Table),
+            "k8s" => Ok(Format::K8s),
             other => Err(CtlError::new(EXIT_BAD_FEATURE, format!("unknown output format {other:?}"))),
         }
     }
@@ -37,6 +41,7 @@ impl Format {
             Format::Json => "json",
             Format::Fields => "fields",
             Format::Table => "table",
+            Format::K8s => "k8s",
         }
     }
 
@@ -103,6 +108,7 @@ impl Printer {
     pub fn get(&self, out: &mut Out, r: &RangeResponse) -> Result<(), CtlError> {
         match self.format {
             Format::Simple => r.kvs.iter().for_each(|kv| self.kv_simple(out, kv)),
+            Format::K8s => r.kvs.iter().for_each(|kv| out.line(&k8s::describe(&kv.key, &kv.value))),
             Format::Json => out.line(&json::range(r)),
             Format::Fields => {
                 Self::header_fields(out, &r.header);
@@ -130,7 +136,7 @@ impl Printer {
                     Self::kv_fields(out, "Prev", kv);
                 }
             }
-            Format::Table => return Err(self.format.unsupported()),
+            Format::Table | Format::K8s => return Err(self.format.unsupported()),
         }
         Ok(())
     }
@@ -147,7 +153,7 @@ impl Printer {
                 out.line(&format!("\"Deleted\" : {}", r.deleted));
                 r.prev_kvs.iter().for_each(|kv| Self::kv_fields(out, "Prev", kv));
             }
-            Format::Table => return Err(self.format.unsupported()),
+            Format::Table | Format::K8s => return Err(self.format.unsupported()),
         }
         Ok(())
     }
@@ -181,14 +187,15 @@ impl Printer {
                     }
                 }
             }
-            Format::Table => return Err(self.format.unsupported()),
+            Format::Table | Format::K8s => return Err(self.format.unsupported()),
         }
         Ok(())
     }
 
     pub fn endpoint_status(&self, out: &mut Out, list: &[(String, StatusResponse)]) {
         match self.format {
-            Format::Simple => {
+            // Only values differ in k8s output.
+            Format::Simple | Format::K8s => {
                 for row in status_rows(list) {
                     out.line(&row.join(", "));
                 }
@@ -240,7 +247,8 @@ impl Printer {
 
     pub fn endpoint_health(&self, out: &mut Out, list: &[Health]) {
         match self.format {
-            Format::Simple => {
+            // Only values differ in k8s output.
+            Format::Simple | Format::K8s => {
                 for h in list {
                     if h.error.is_empty() {
                         out.line(&format!(
@@ -305,7 +313,7 @@ impl Printer {
             })
             .collect();
         match self.format {
-            Format::Simple => rows.iter().for_each(|row| out.line(&row.join(", "))),
+            Format::Simple | Format::K8s => rows.iter().for_each(|row| out.line(&row.join(", "))),
             Format::Table => {
                 table(out, &["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"], &rows)
             }

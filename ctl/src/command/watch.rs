@@ -117,8 +117,12 @@ fn print_response(resp: &WatchResponse, format: Format, watchers: usize) -> Resu
                 for e in &resp.events {
                     out.line(if e.r#type == EventType::Delete as i32 { "DELETE" } else { "PUT" });
                     for kv in [&e.prev_kv, &e.kv].into_iter().flatten() {
-                        out.raw_line(&kv.key);
-                        out.raw_line(&kv.value);
+                        if format == Format::K8s {
+                            out.line(&crate::k8s::describe(&kv.key, &kv.value));
+                        } else {
+                            out.raw_line(&kv.key);
+                            out.raw_line(&kv.value);
+                        }
                     }
                 }
             }
