@@ -11,3 +11,6 @@ etcdctl version | sed -n 1p
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The Go side: the etcd Go client, the apiserver's storage tests and a real Kubernetes control
+# plane on rkv (builds Kubernetes v1.36.3 from the Go module proxy on the first run).
+scripts/kubernetes.sh
