@@ -7,7 +7,8 @@
 # tests/kubernetes/go.mod; the binaries are cached in ~/.cache/rkv-k8s and Go's build cache, so
 # only the first run pays for the build.
 #
-# Usage: scripts/kubernetes.sh [etcdclient|controlplane|conformance ...]   (default: all three)
+# Usage: scripts/kubernetes.sh [etcdclient|controlplane|conformance|build ...]   (default: the
+# three suites; build: only the binaries, among them etcd 3.6.8 for benches/kubernetes.sh)
 # RKV_BIN: the rkv binary (default: the debug build in $CARGO_TARGET_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-if [ ! -x "$RKV_BIN" ]; then
+if [ ! -x "$RKV_BIN" ] && [ "${1:-}" != build ]; then
   cargo build --bin rkv
 fi
 mkdir -p "$KUBE_BIN_DIR"
@@ -44,7 +45,8 @@ build_kubernetes() {
   done
   (cd tests/kubernetes && go build -ldflags "$ldflags" -o "$KUBE_BIN_DIR/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl &&
+    go build -o "$KUBE_BIN_DIR/etcd" ./cmd/etcd)
   echo "kubernetes binaries ready in $((SECONDS - started)) s"
 }
 
@@ -85,6 +87,7 @@ for suite in "${suites[@]}"; do
         grep -E '^(=== RUN|--- |\s+--- |ok|FAIL|PASS|panic)|_test.go' ; exit "${PIPESTATUS[0]}")
       ;;
     conformance) run_conformance ;;
+    build) ;;
     *) echo "unknown suite $suite" >&2; exit 2 ;;
   esac
 done

@@ -30,7 +30,7 @@ const nodeCount = 3
 
 // registerNodes creates API-only Node objects (no kubelet) and marks them Ready with room for
 // pods, so that the scheduler binds pods to them.
-func registerNodes(t *testing.T, cp *controlPlane) {
+func registerNodes(t testing.TB, cp *controlPlane) {
 	for i := 1; i <= nodeCount; i++ {
 		name := fmt.Sprintf("node-%d", i)
 		cp.kubectl(t, fmt.Sprintf(`apiVersion: v1
@@ -70,7 +70,7 @@ func boundPods(cp *controlPlane, app string) (bound, live int, err error) {
 	return bound, live, nil
 }
 
-func waitBound(t *testing.T, cp *controlPlane, app string, want int) {
+func waitBound(t testing.TB, cp *controlPlane, app string, want int) {
 	t.Helper()
 	eventually(t, 2*time.Minute, fmt.Sprintf("%d bound pods of %s", want, app), func() (bool, string) {
 		bound, live, err := boundPods(cp, app)
@@ -95,7 +95,7 @@ func TestControlPlane(t *testing.T) {
 	for _, size := range []int{1, 3} {
 		t.Run(fmt.Sprintf("members=%d", size), func(t *testing.T) {
 			rkv := rkvtest.StartCluster(t, size)
-			cp := startControlPlane(t, rkv)
+			cp := startControlPlane(t, rkv.Endpoints())
 			ctx := context.Background()
 			registerNodes(t, cp)
 
@@ -161,7 +161,7 @@ func TestControlPlane(t *testing.T) {
 }
 
 // checkEtcdHealth: the apiserver's own etcd checks pass on /livez and /readyz.
-func checkEtcdHealth(t *testing.T, cp *controlPlane) {
+func checkEtcdHealth(t testing.TB, cp *controlPlane) {
 	for path, checks := range map[string][]string{
 		"/livez":  {"[+]etcd ok"},
 		"/readyz": {"[+]etcd ok", "[+]etcd-readiness ok"},
@@ -181,7 +181,7 @@ func checkEtcdHealth(t *testing.T, cp *controlPlane) {
 // checkConsistentListFromCache: rkv's version passes the apiserver's RequestWatchProgress
 // check, so a consistent LIST is served from the watch cache (fallback="false"), which needs
 // rkv to answer progress requests.
-func checkConsistentListFromCache(t *testing.T, cp *controlPlane) {
+func checkConsistentListFromCache(t testing.TB, cp *controlPlane) {
 	re := regexp.MustCompile(`apiserver_watch_cache_consistent_read_total\{fallback="(\w+)",group="",resource="configmaps",success="true"\} (\d+)`)
 	eventually(t, time.Minute, "a consistent LIST of configmaps served from the watch cache", func() (bool, string) {
 		if _, err := cp.client.CoreV1().ConfigMaps("").List(context.Background(), metav1.ListOptions{}); err != nil {
@@ -251,7 +251,7 @@ func names(prefix string, from, to int) []string {
 }
 
 // directConfigMaps reads /registry/configmaps/default/ straight from rkv: name → mod_revision.
-func directConfigMaps(t *testing.T, rkv *rkvtest.Cluster) map[string]int64 {
+func directConfigMaps(t testing.TB, rkv *rkvtest.Cluster) map[string]int64 {
 	cli := rkv.Client(t)
 	resp, err := cli.Get(context.Background(), "/registry/configmaps/default/", clientv3.WithPrefix())
 	if err != nil {
@@ -265,7 +265,7 @@ func directConfigMaps(t *testing.T, rkv *rkvtest.Cluster) map[string]int64 {
 }
 
 // apiConfigMaps lists configmaps in default through the apiserver: name → resourceVersion.
-func apiConfigMaps(t *testing.T, cp *controlPlane, rv string) map[string]int64 {
+func apiConfigMaps(t testing.TB, cp *controlPlane, rv string) map[string]int64 {
 	list, err := cp.client.CoreV1().ConfigMaps("default").List(context.Background(), metav1.ListOptions{ResourceVersion: rv})
 	if err != nil {
 		t.Fatal(err)
@@ -281,7 +281,7 @@ func apiConfigMaps(t *testing.T, cp *controlPlane, rv string) map[string]int64 {
 
 func TestLeaderKilledUnderApiserver(t *testing.T) {
 	rkv := rkvtest.StartCluster(t, 3)
-	cp := startControlPlane(t, rkv)
+	cp := startControlPlane(t, rkv.Endpoints())
 	registerNodes(t, cp)
 	cp.kubectl(t, "", "create", "deployment", "web", "--image=nginx", "--replicas=3")
 	waitBound(t, cp, "web", 3)
@@ -330,7 +330,7 @@ func TestLeaderKilledUnderApiserver(t *testing.T) {
 
 func TestRestartUnderApiserver(t *testing.T) {
 	rkv := rkvtest.StartCluster(t, 1)
-	cp := startControlPlane(t, rkv)
+	cp := startControlPlane(t, rkv.Endpoints())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 

@@ -37,7 +37,7 @@ type process struct {
 	exited chan struct{}
 }
 
-func startProcess(t *testing.T, dir, name string, args ...string) *process {
+func startProcess(t testing.TB, dir, name string, args ...string) *process {
 	t.Helper()
 	bin := filepath.Join(os.Getenv("KUBE_BIN_DIR"), name)
 	if _, err := os.Stat(bin); err != nil {
@@ -72,7 +72,7 @@ func startProcess(t *testing.T, dir, name string, args ...string) *process {
 
 // dumpLog shows the end of a failed test's component log and keeps the whole log outside the
 // test's temp dir, which is removed.
-func (p *process) dumpLog(t *testing.T) {
+func (p *process) dumpLog(t testing.TB) {
 	log, _ := os.ReadFile(p.log)
 	kept := filepath.Join(os.TempDir(), "rkv-kube-logs", strings.ReplaceAll(t.Name(), "/", "_"), p.name+".log")
 	if err := os.MkdirAll(filepath.Dir(kept), 0o755); err == nil {
@@ -85,20 +85,20 @@ func (p *process) dumpLog(t *testing.T) {
 	t.Logf("last lines of %s (whole log: %s):\n%s", p.name, kept, log)
 }
 
-// controlPlane is kube-apiserver, kube-controller-manager and kube-scheduler on an rkv cluster.
+// controlPlane is kube-apiserver, kube-controller-manager and kube-scheduler on an etcd API
+// (rkv, or etcd itself in the benchmark).
 type controlPlane struct {
 	dir        string
 	url        string
 	kubeconfig string
 	apiserver  *process
 	client     *kubernetes.Clientset
-	rkv        *rkvtest.Cluster
 }
 
 // startControlPlane generates the service-account key pair and a token file, then starts the
-// three components against `rkv` and waits until the apiserver is ready and the default
+// three components against `etcdServers` and waits until the apiserver is ready and the default
 // service account exists (pods can be created from then on).
-func startControlPlane(t *testing.T, rkv *rkvtest.Cluster) *controlPlane {
+func startControlPlane(t testing.TB, etcdServers []string) *controlPlane {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -114,7 +114,7 @@ func startControlPlane(t *testing.T, rkv *rkvtest.Cluster) *controlPlane {
 	writeFile(t, dir, "tokens.csv", []byte(adminToken+`,admin,admin-uid,"system:masters"`+"\n"))
 
 	port := rkvtest.FreePort(t)
-	cp := &controlPlane{dir: dir, url: fmt.Sprintf("https://127.0.0.1:%d", port), rkv: rkv}
+	cp := &controlPlane{dir: dir, url: fmt.Sprintf("https://127.0.0.1:%d", port)}
 	cp.kubeconfig = writeFile(t, dir, "kubeconfig", []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -130,7 +130,7 @@ current-context: rkv
 `, cp.url, adminToken)))
 
 	cp.apiserver = startProcess(t, dir, "kube-apiserver",
-		"--etcd-servers="+strings.Join(rkv.Endpoints(), ","),
+		"--etcd-servers="+strings.Join(etcdServers, ","),
 		fmt.Sprintf("--secure-port=%d", port), "--bind-address=127.0.0.1",
 		// The address of the `kubernetes` Service's endpoints: not loopback, which Endpoints
 		// refuse; nothing dials it here.
@@ -141,7 +141,8 @@ current-context: rkv
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
 	)
-	cfg := &rest.Config{Host: cp.url, BearerToken: adminToken, QPS: 200, Burst: 400,
+	// QPS -1: no client-side rate limit, so that the benchmark measures the servers.
+	cfg := &rest.Config{Host: cp.url, BearerToken: adminToken, QPS: -1,
 		TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 	cp.client = kubernetes.NewForConfigOrDie(cfg)
 	cp.waitHealthy(t, "/readyz")
@@ -183,7 +184,7 @@ func (cp *controlPlane) healthz(path string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-func (cp *controlPlane) waitHealthy(t *testing.T, path string) {
+func (cp *controlPlane) waitHealthy(t testing.TB, path string) {
 	t.Helper()
 	eventually(t, 2*time.Minute, "apiserver "+path, func() (bool, string) {
 		select {
@@ -197,7 +198,7 @@ func (cp *controlPlane) waitHealthy(t *testing.T, path string) {
 }
 
 // kubectl runs kubectl against the control plane, failing the test on an error.
-func (cp *controlPlane) kubectl(t *testing.T, stdin string, args ...string) string {
+func (cp *controlPlane) kubectl(t testing.TB, stdin string, args ...string) string {
 	t.Helper()
 	out, err := cp.tryKubectl(stdin, args...)
 	if err != nil {
@@ -217,7 +218,7 @@ func (cp *controlPlane) tryKubectl(stdin string, args ...string) (string, error)
 }
 
 // rctl runs the project's own etcdctl against the rkv cluster.
-func rctl(t *testing.T, rkv *rkvtest.Cluster, args ...string) string {
+func rctl(t testing.TB, rkv *rkvtest.Cluster, args ...string) string {
 	t.Helper()
 	bin := os.Getenv("RCTL_BIN")
 	if bin == "" {
@@ -232,7 +233,7 @@ func rctl(t *testing.T, rkv *rkvtest.Cluster, args ...string) string {
 }
 
 // eventually polls `cond` until it holds, failing with its last description after `timeout`.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
@@ -246,7 +247,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, last)
 }
 
-func writeFile(t *testing.T, dir, name string, data []byte) string {
+func writeFile(t testing.TB, dir, name string, data []byte) string {
 	t.Helper()
 	path := filepath.Join(dir, name)
 	if err := os.WriteFile(path, data, 0o600); err != nil {

@@ -163,6 +163,9 @@ func (m *Member) Start(t testing.TB) {
 	}(m.exited)
 }
 
+// Pid is the process ID of the running member.
+func (m *Member) Pid() int { return m.cmd.Process.Pid }
+
 // Running says whether the process is alive.
 func (m *Member) Running() bool {
 	if m.cmd == nil {
