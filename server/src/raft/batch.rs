@@ -34,19 +34,30 @@ struct Queued {
 
 pub struct Batcher {
     queue: mpsc::UnboundedSender<Queued>,
+    slots: Arc<Semaphore>,
+    raft: Raft,
 }
 
 impl Batcher {
     /// Starts the batching task (needs a tokio runtime).
     pub fn start(raft: Raft) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(gather(raft, waiting));
-        Self { queue }
+        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        tokio::spawn(gather(raft.clone(), waiting, Arc::clone(&slots)));
+        Self { queue, slots, raft }
     }
 
     /// Appends the proposal (with others), waits until it is committed and applied here;
     /// returns its result and its entry's log index.
     pub async fn propose(&self, proposal: Proposal, deadline: Instant) -> Answer {
+        // With an entry slot free nothing is waiting to be batched (the gathering task holds
+        // a slot while it waits for proposals): this one goes to raft from the caller's own
+        // task, sparing the hand-offs to the gathering task and back.
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            let written = timeout_at(deadline, write_one(&self.raft, proposal.0)).await;
+            drop(slot);
+            return written.unwrap_or(Err(ServerError::Timeout));
+        }
         let (answer, answered) = oneshot::channel();
         self.queue.send(Queued { command: proposal.0, answer }).map_err(|_| ServerError::Stopped)?;
         match timeout_at(deadline, answered).await {
@@ -57,8 +68,7 @@ impl Batcher {
     }
 }
 
-async fn gather(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Queued>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn gather(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Queued>, slots: Arc<Semaphore>) {
     let mut carried: Option<Queued> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
@@ -92,11 +102,7 @@ async fn gather(raft: Raft, mut waiting: mpsc::UnboundedReceiver<Queued>) {
 async fn write(raft: &Raft, mut batch: Vec<Queued>) {
     if batch.len() == 1 {
         let Some(q) = batch.pop() else { return };
-        let answer = match raft.client_write(Proposal(q.command)).await {
-            Ok(resp) => resp.data.0.map(|r| (r, resp.log_id.index)),
-            Err(e) => Err(write_error(&e)),
-        };
-        let _ = q.answer.send(answer);
+        let _ = q.answer.send(write_one(raft, q.command).await);
         return;
     }
     let (commands, answers): (Vec<RaftCommand>, Vec<oneshot::Sender<Answer>>) =
@@ -127,6 +133,14 @@ async fn write(raft: &Raft, mut batch: Vec<Queued>) {
                 let _ = answer.send(Err(write_error(&e)));
             }
         }
+    }
+}
+
+/// A proposal written as an entry of its own.
+async fn write_one(raft: &Raft, command: RaftCommand) -> Answer {
+    match raft.client_write(Proposal(command)).await {
+        Ok(resp) => resp.data.0.map(|r| (r, resp.log_id.index)),
+        Err(e) => Err(write_error(&e)),
     }
 }
 

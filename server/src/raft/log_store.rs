@@ -140,17 +140,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = to_bytes(&entry).map_err(|e| super::serr::write_logs(AnyError::new(&e)))?;
             encoded.push((entry.get_log_id().index, bytes));
         }
-        let fsync = self.metrics.wal_fsync.clone();
+        // Inline on openraft's core task, which waits for this append anyway: the blocking
+        // pool's hop there and back cost more than the fdatasync it would move.
+        let started = std::time::Instant::now();
         let written = self
-            .blocking(move |store| {
-                let started = std::time::Instant::now();
-                let appended = store
-                    .raft_log_append(encoded.iter().map(|(i, b)| (*i, b.as_slice())))
-                    .map_err(|e| AnyError::new(&e));
-                fsync.observe(started.elapsed().as_secs_f64());
-                appended
-            })
-            .await;
+            .store
+            .raft_log_append(encoded.iter().map(|(i, b)| (*i, b.as_slice())))
+            .map_err(|e| AnyError::new(&e));
+        self.metrics.wal_fsync.observe(started.elapsed().as_secs_f64());
         // The append is synced (raft_log_append fsyncs) before the callback reports it.
         match written {
             Ok(()) => {

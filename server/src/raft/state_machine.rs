@@ -19,7 +19,7 @@ use rkv_proto::rkvpb::RaftCommand;
 
 use super::codec::{command_from_proto, from_bytes, to_bytes};
 use super::{Applied, LogId, PeerNode, Proposal, StoredMembership, TypeConfig};
-use crate::apply::{Applier, CommandResponse, Proposed, CLUSTER_RAFT_APPLIED};
+use crate::apply::{Applier, Command, CommandResponse, Proposed, CLUSTER_RAFT_APPLIED};
 
 type Entry = openraft::Entry<TypeConfig>;
 type SResult<T> = Result<T, StorageError<u64>>;
@@ -216,11 +216,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let raft_state = to_bytes(&state).map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
         let applied = AppliedIndex { term: last.leader_id.term, index: last.index };
         let applier = Arc::clone(&self.applier);
-        let results =
+        let results = if applies_quickly(&commands) {
+            applier.apply_batch(&commands, applied, &raft_state)
+        } else {
             tokio::task::spawn_blocking(move || applier.apply_batch(&commands, applied, &raft_state))
                 .await
                 .map_err(|e| super::serr::write_state_machine(AnyError::error(e.to_string())))?
-                .map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
+        }
+        .map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
         *self.applied() = state;
         let mut results = results.into_iter().map(|r| r.unwrap_or(Ok(CommandResponse::Done)));
         Ok(spans
@@ -280,5 +283,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => Ok(None),
             Some((meta, path)) => Ok(Some(Snapshot { meta, snapshot: open_file(&path).await? })),
         }
+    }
+}
+
+/// A batch that applies in tens of microseconds runs on the state machine's task: the hop to
+/// the blocking pool and back costs more than the apply (its write is not synced; the log
+/// entry is). Puts and single-key reads and deletes qualify, a few at a time; anything that
+/// can touch many keys (ranges, prefix deletes, txns with them), auth (bcrypt) and large
+/// batches go to the blocking pool so that the runtime's workers stay free.
+fn applies_quickly(commands: &[Option<Proposed>]) -> bool {
+    const MAX_INLINE: usize = 16;
+    commands.len() <= MAX_INLINE
+        && commands.iter().flatten().all(|p| match &p.command {
+            Command::Put(_) | Command::LeaseGrant(_) => true,
+            Command::DeleteRange(d) => d.range_end.is_empty(),
+            Command::Txn(t) => t.success.iter().chain(&t.failure).all(single_key_op),
+            _ => false,
+        })
+}
+
+fn single_key_op(op: &rkv_proto::etcdserverpb::RequestOp) -> bool {
+    use rkv_proto::etcdserverpb::request_op::Request;
+    match &op.request {
+        Some(Request::RequestPut(_)) => true,
+        Some(Request::RequestRange(r)) => r.range_end.is_empty(),
+        Some(Request::RequestDeleteRange(d)) => d.range_end.is_empty(),
+        Some(Request::RequestTxn(_)) | None => false,
     }
 }
