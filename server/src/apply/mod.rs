@@ -118,6 +118,11 @@ pub fn member_key(member_id: u64) -> Vec<u8> {
 }
 
 impl Applier {
+    /// Watchers an applied batch is offered to; its cost grows with them.
+    pub fn watcher_count(&self) -> usize {
+        self.hub.watcher_count()
+    }
+
     pub fn new(
         store: Arc<Store>,
         hub: Arc<WatchHub>,

@@ -3,7 +3,8 @@
 //! the proposals that queue up while earlier entries are in flight go into the log together as
 //! one `CommandBatch` entry: one append and one fsync for all of them, each command still
 //! applied on its own (its own revision, its own proposer's permissions) and answered with its
-//! own result. A lone proposal is written as it is, so a single client waits for nothing.
+//! own result. A lone proposal is written as it is, from its caller's task when an entry slot
+//! is free, so a single client waits for nothing.
 
 use std::sync::Arc;
 
@@ -50,9 +51,10 @@ impl Batcher {
     /// Appends the proposal (with others), waits until it is committed and applied here;
     /// returns its result and its entry's log index.
     pub async fn propose(&self, proposal: Proposal, deadline: Instant) -> Answer {
-        // With an entry slot free nothing is waiting to be batched (the gathering task holds
-        // a slot while it waits for proposals): this one goes to raft from the caller's own
-        // task, sparing the hand-offs to the gathering task and back.
+        // A free entry slot means raft has room for an entry now (the gathering task, when
+        // idle, waits for proposals holding the other slot): this one goes to raft from the
+        // caller's own task, sparing the hand-offs to the gathering task and back. Under load
+        // both slots are taken and proposals queue up to be batched as before.
         if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
             let written = timeout_at(deadline, write_one(&self.raft, proposal.0)).await;
             drop(slot);

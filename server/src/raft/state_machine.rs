@@ -216,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let raft_state = to_bytes(&state).map_err(|e| super::serr::write_state_machine(AnyError::new(&e)))?;
         let applied = AppliedIndex { term: last.leader_id.term, index: last.index };
         let applier = Arc::clone(&self.applier);
-        let results = if applies_quickly(&commands) {
+        let results = if applies_quickly(&commands) && applier.watcher_count() <= MAX_INLINE_WATCHERS {
             applier.apply_batch(&commands, applied, &raft_state)
         } else {
             tokio::task::spawn_blocking(move || applier.apply_batch(&commands, applied, &raft_state))
@@ -285,6 +285,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 }
+
+/// Above this many watchers the apply's notify (which offers the events to each) is no longer
+/// cheap enough to run on the state machine's task.
+const MAX_INLINE_WATCHERS: usize = 1_000;
 
 /// A batch that applies in tens of microseconds runs on the state machine's task: the hop to
 /// the blocking pool and back costs more than the apply (its write is not synced; the log
