@@ -28,7 +28,9 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 if [ ! -x "$RKV_BIN" ] && [ "${1:-}" != build ]; then
-  cargo build --bin rkv
+  # The tests' own cargo command builds rkv and rctl; a plain `cargo build` would unify
+  # features differently and compile RocksDB a second time (BUILD.md).
+  cargo test --workspace --no-run
 fi
 mkdir -p "$KUBE_BIN_DIR"
 suites=("$@")

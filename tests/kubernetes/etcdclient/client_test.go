@@ -19,6 +19,17 @@ import (
 	"rkv.test/kubernetes/rkvtest"
 )
 
+// onClusters runs `body` against a fresh 1-member and a fresh 3-member rkv, with a client
+// that dials every member.
+func onClusters(t *testing.T, body func(t *testing.T, c *rkvtest.Cluster, cli *clientv3.Client, ctx context.Context)) {
+	for _, size := range []int{1, 3} {
+		t.Run(fmt.Sprintf("members=%d", size), func(t *testing.T) {
+			c := rkvtest.StartCluster(t, size)
+			body(t, c, c.Client(t), testContext(t))
+		})
+	}
+}
+
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -26,184 +37,171 @@ func testContext(t *testing.T) context.Context {
 }
 
 func TestKV(t *testing.T) {
-	for _, size := range []int{1, 3} {
-		t.Run(fmt.Sprintf("members=%d", size), func(t *testing.T) {
-			cli := rkvtest.StartCluster(t, size).Client(t)
-			ctx := testContext(t)
+	onClusters(t, func(t *testing.T, c *rkvtest.Cluster, cli *clientv3.Client, ctx context.Context) {
+		put, err := cli.Put(ctx, "/a/1", "one")
+		must(t, err)
+		first := put.Header.Revision
+		ok(t)(cli.Put(ctx, "/a/2", "two"))
+		ok(t)(cli.Put(ctx, "/a/1", "uno", clientv3.WithPrevKV()))
+		ok(t)(cli.Put(ctx, "/b", "bee"))
 
-			put, err := cli.Put(ctx, "/a/1", "one")
-			must(t, err)
-			first := put.Header.Revision
-			ok(t)(cli.Put(ctx, "/a/2", "two"))
-			ok(t)(cli.Put(ctx, "/a/1", "uno", clientv3.WithPrevKV()))
-			ok(t)(cli.Put(ctx, "/b", "bee"))
+		got, err := cli.Get(ctx, "/a/", clientv3.WithPrefix())
+		must(t, err)
+		if got.Count != 2 || string(got.Kvs[0].Value) != "uno" || got.Kvs[0].Version != 2 ||
+			got.Kvs[0].CreateRevision != first || got.Kvs[0].ModRevision != first+2 {
+			t.Fatalf("prefix get: %+v", got)
+		}
+		// A limited range reports the full count and more, as kube-apiserver's paging needs.
+		page, err := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithLimit(1))
+		must(t, err)
+		if page.Count != 3 || !page.More || len(page.Kvs) != 1 {
+			t.Fatalf("limited get: count %d more %v kvs %d", page.Count, page.More, len(page.Kvs))
+		}
+		old, err := cli.Get(ctx, "/a/1", clientv3.WithRev(first))
+		must(t, err)
+		if string(old.Kvs[0].Value) != "one" {
+			t.Fatalf("historical get: %q", old.Kvs[0].Value)
+		}
+		// The leader has applied every write it acknowledged (a follower may lag, as in etcd).
+		serial, err := c.Leader(t).Client(t).Get(ctx, "/b", clientv3.WithSerializable())
+		must(t, err)
+		if serial.Header.Revision < got.Header.Revision {
+			t.Fatalf("serializable read behind a write it follows: %d", serial.Header.Revision)
+		}
 
-			got, err := cli.Get(ctx, "/a/", clientv3.WithPrefix())
-			must(t, err)
-			if got.Count != 2 || string(got.Kvs[0].Value) != "uno" || got.Kvs[0].Version != 2 ||
-				got.Kvs[0].CreateRevision != first || got.Kvs[0].ModRevision != first+2 {
-				t.Fatalf("prefix get: %+v", got)
-			}
-			// A limited range reports the full count and more, as kube-apiserver's paging needs.
-			page, err := cli.Get(ctx, "/", clientv3.WithPrefix(), clientv3.WithLimit(1))
-			must(t, err)
-			if page.Count != 3 || !page.More || len(page.Kvs) != 1 {
-				t.Fatalf("limited get: count %d more %v kvs %d", page.Count, page.More, len(page.Kvs))
-			}
-			old, err := cli.Get(ctx, "/a/1", clientv3.WithRev(first))
-			must(t, err)
-			if string(old.Kvs[0].Value) != "one" {
-				t.Fatalf("historical get: %q", old.Kvs[0].Value)
-			}
-			serial, err := cli.Get(ctx, "/b", clientv3.WithSerializable())
-			must(t, err)
-			if serial.Header.Revision < got.Header.Revision {
-				t.Fatalf("serializable read behind a write it follows: %d", serial.Header.Revision)
-			}
+		// kube-apiserver's GuaranteedUpdate: compare mod_revision, put, else get.
+		cur := got.Kvs[0]
+		txn, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision("/a/1"), "=", cur.ModRevision)).
+			Then(clientv3.OpPut("/a/1", "eins")).
+			Else(clientv3.OpGet("/a/1")).Commit()
+		must(t, err)
+		if !txn.Succeeded {
+			t.Fatal("guaranteed update failed on the current revision")
+		}
+		stale, err := cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision("/a/1"), "=", cur.ModRevision)).
+			Then(clientv3.OpPut("/a/1", "lost")).
+			Else(clientv3.OpGet("/a/1")).Commit()
+		must(t, err)
+		kv := stale.Responses[0].GetResponseRange().Kvs[0]
+		if stale.Succeeded || string(kv.Value) != "eins" || kv.ModRevision != txn.Header.Revision {
+			t.Fatalf("stale update: %+v", stale)
+		}
 
-			// kube-apiserver's GuaranteedUpdate: compare mod_revision, put, else get.
-			cur := got.Kvs[0]
-			txn, err := cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision("/a/1"), "=", cur.ModRevision)).
-				Then(clientv3.OpPut("/a/1", "eins")).
-				Else(clientv3.OpGet("/a/1")).Commit()
-			must(t, err)
-			if !txn.Succeeded {
-				t.Fatal("guaranteed update failed on the current revision")
-			}
-			stale, err := cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision("/a/1"), "=", cur.ModRevision)).
-				Then(clientv3.OpPut("/a/1", "lost")).
-				Else(clientv3.OpGet("/a/1")).Commit()
-			must(t, err)
-			kv := stale.Responses[0].GetResponseRange().Kvs[0]
-			if stale.Succeeded || string(kv.Value) != "eins" || kv.ModRevision != txn.Header.Revision {
-				t.Fatalf("stale update: %+v", stale)
-			}
-
-			del, err := cli.Delete(ctx, "/a/", clientv3.WithPrefix(), clientv3.WithPrevKV())
-			must(t, err)
-			if del.Deleted != 2 || len(del.PrevKvs) != 2 {
-				t.Fatalf("delete: %+v", del)
-			}
-			compact, err := cli.Compact(ctx, del.Header.Revision)
-			must(t, err)
-			_, err = cli.Get(ctx, "/a/1", clientv3.WithRev(first))
-			if !errors.Is(err, rpctypes.ErrCompacted) {
-				t.Fatalf("read below the compaction: %v (compact header %v)", err, compact.Header)
-			}
-			_, err = cli.Get(ctx, "/a/1", clientv3.WithRev(del.Header.Revision+100))
-			if !errors.Is(err, rpctypes.ErrFutureRev) {
-				t.Fatalf("read of a future revision: %v", err)
-			}
-			// Above --max-request-bytes (1.5 MiB) and below the client's 2 MiB send limit.
-			_, err = cli.Put(ctx, "/big", string(bytes.Repeat([]byte("x"), 1600*1024)))
-			if !errors.Is(err, rpctypes.ErrRequestTooLarge) {
-				t.Fatalf("a 1.6 MiB put: %v", err)
-			}
-		})
-	}
+		del, err := cli.Delete(ctx, "/a/", clientv3.WithPrefix(), clientv3.WithPrevKV())
+		must(t, err)
+		if del.Deleted != 2 || len(del.PrevKvs) != 2 {
+			t.Fatalf("delete: %+v", del)
+		}
+		compact, err := cli.Compact(ctx, del.Header.Revision)
+		must(t, err)
+		_, err = cli.Get(ctx, "/a/1", clientv3.WithRev(first))
+		if !errors.Is(err, rpctypes.ErrCompacted) {
+			t.Fatalf("read below the compaction: %v (compact header %v)", err, compact.Header)
+		}
+		_, err = cli.Get(ctx, "/a/1", clientv3.WithRev(del.Header.Revision+100))
+		if !errors.Is(err, rpctypes.ErrFutureRev) {
+			t.Fatalf("read of a future revision: %v", err)
+		}
+		// Above --max-request-bytes (1.5 MiB) and below the client's 2 MiB send limit.
+		_, err = cli.Put(ctx, "/big", string(bytes.Repeat([]byte("x"), 1600*1024)))
+		if !errors.Is(err, rpctypes.ErrRequestTooLarge) {
+			t.Fatalf("a 1.6 MiB put: %v", err)
+		}
+	})
 }
 
 func TestWatch(t *testing.T) {
-	for _, size := range []int{1, 3} {
-		t.Run(fmt.Sprintf("members=%d", size), func(t *testing.T) {
-			cli := rkvtest.StartCluster(t, size).Client(t)
-			ctx := testContext(t)
-			start, err := cli.Put(ctx, "/w/x", "1")
-			must(t, err)
+	onClusters(t, func(t *testing.T, c *rkvtest.Cluster, cli *clientv3.Client, ctx context.Context) {
+		start, err := cli.Put(ctx, "/w/x", "1")
+		must(t, err)
 
-			wctx := clientv3.WithRequireLeader(ctx)
-			wch := cli.Watch(wctx, "/w/", clientv3.WithPrefix(), clientv3.WithPrevKV(),
-				clientv3.WithRev(start.Header.Revision), clientv3.WithProgressNotify())
-			ok(t)(cli.Put(ctx, "/w/x", "2"))
-			ok(t)(cli.Delete(ctx, "/w/x"))
+		wctx := clientv3.WithRequireLeader(ctx)
+		wch := cli.Watch(wctx, "/w/", clientv3.WithPrefix(), clientv3.WithPrevKV(),
+			clientv3.WithRev(start.Header.Revision), clientv3.WithProgressNotify())
+		ok(t)(cli.Put(ctx, "/w/x", "2"))
+		ok(t)(cli.Delete(ctx, "/w/x"))
 
-			var events []*clientv3.Event
-			for len(events) < 3 {
-				resp := <-wch
-				must(t, resp.Err())
-				events = append(events, resp.Events...)
-			}
-			if !events[0].IsCreate() || events[1].IsCreate() || !events[1].IsModify() ||
-				string(events[1].PrevKv.Value) != "1" || events[2].Type != mvccpb.DELETE ||
-				string(events[2].PrevKv.Value) != "2" {
-				t.Fatalf("events: %v", events)
-			}
-			last := events[2].Kv.ModRevision
-
-			// RequestProgress: the answer is a progress notification at the current revision,
-			// and nothing at or below it arrives afterwards.
-			must(t, cli.RequestProgress(wctx))
+		var events []*clientv3.Event
+		for len(events) < 3 {
 			resp := <-wch
-			if !resp.IsProgressNotify() || resp.Header.Revision != last {
-				t.Fatalf("progress response: %+v", resp)
-			}
-			put, err := cli.Put(ctx, "/w/y", "3")
-			must(t, err)
-			resp = <-wch
-			if len(resp.Events) != 1 || resp.Events[0].Kv.ModRevision != put.Header.Revision {
-				t.Fatalf("event after progress: %+v", resp)
-			}
+			must(t, resp.Err())
+			events = append(events, resp.Events...)
+		}
+		if !events[0].IsCreate() || events[1].IsCreate() || !events[1].IsModify() ||
+			string(events[1].PrevKv.Value) != "1" || events[2].Type != mvccpb.DELETE ||
+			string(events[2].PrevKv.Value) != "2" {
+			t.Fatalf("events: %v", events)
+		}
+		last := events[2].Kv.ModRevision
 
-			// A watch from a compacted revision is canceled with the compaction revision.
-			ok(t)(cli.Compact(ctx, put.Header.Revision))
-			old := cli.Watch(ctx, "/w/", clientv3.WithPrefix(), clientv3.WithRev(start.Header.Revision))
-			resp = <-old
-			if !errors.Is(resp.Err(), rpctypes.ErrCompacted) || resp.CompactRevision != put.Header.Revision {
-				t.Fatalf("watch below the compaction: %+v", resp)
-			}
-		})
-	}
+		// RequestProgress: the answer is a progress notification at the current revision,
+		// and nothing at or below it arrives afterwards.
+		must(t, cli.RequestProgress(wctx))
+		resp := <-wch
+		if !resp.IsProgressNotify() || resp.Header.Revision != last {
+			t.Fatalf("progress response: %+v", resp)
+		}
+		put, err := cli.Put(ctx, "/w/y", "3")
+		must(t, err)
+		resp = <-wch
+		if len(resp.Events) != 1 || resp.Events[0].Kv.ModRevision != put.Header.Revision {
+			t.Fatalf("event after progress: %+v", resp)
+		}
+
+		// A watch from a compacted revision is canceled with the compaction revision.
+		ok(t)(cli.Compact(ctx, put.Header.Revision))
+		old := cli.Watch(ctx, "/w/", clientv3.WithPrefix(), clientv3.WithRev(start.Header.Revision))
+		resp = <-old
+		if !errors.Is(resp.Err(), rpctypes.ErrCompacted) || resp.CompactRevision != put.Header.Revision {
+			t.Fatalf("watch below the compaction: %+v", resp)
+		}
+	})
 }
 
 func TestLease(t *testing.T) {
-	for _, size := range []int{1, 3} {
-		t.Run(fmt.Sprintf("members=%d", size), func(t *testing.T) {
-			cli := rkvtest.StartCluster(t, size).Client(t)
-			ctx := testContext(t)
+	onClusters(t, func(t *testing.T, c *rkvtest.Cluster, cli *clientv3.Client, ctx context.Context) {
+		long, err := cli.Grant(ctx, 3660)
+		must(t, err)
+		ok(t)(cli.Put(ctx, "/l/event", "v", clientv3.WithLease(long.ID)))
+		ttl, err := cli.TimeToLive(ctx, long.ID, clientv3.WithAttachedKeys())
+		must(t, err)
+		if ttl.GrantedTTL != 3660 || len(ttl.Keys) != 1 || string(ttl.Keys[0]) != "/l/event" {
+			t.Fatalf("time to live: %+v", ttl)
+		}
+		ka, err := cli.KeepAliveOnce(ctx, long.ID)
+		must(t, err)
+		if ka.TTL != 3660 {
+			t.Fatalf("keep-alive: %+v", ka)
+		}
+		leases, err := cli.Leases(ctx)
+		must(t, err)
+		if len(leases.Leases) != 1 || leases.Leases[0].ID != long.ID {
+			t.Fatalf("leases: %+v", leases)
+		}
+		ok(t)(cli.Revoke(ctx, long.ID))
+		if got, _ := cli.Get(ctx, "/l/event"); got == nil || len(got.Kvs) != 0 {
+			t.Fatalf("key outlived its revoked lease: %+v", got)
+		}
+		_, err = cli.Put(ctx, "/l/x", "v", clientv3.WithLease(long.ID))
+		if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			t.Fatalf("put with a revoked lease: %v", err)
+		}
 
-			long, err := cli.Grant(ctx, 3660)
-			must(t, err)
-			ok(t)(cli.Put(ctx, "/l/event", "v", clientv3.WithLease(long.ID)))
-			ttl, err := cli.TimeToLive(ctx, long.ID, clientv3.WithAttachedKeys())
-			must(t, err)
-			if ttl.GrantedTTL != 3660 || len(ttl.Keys) != 1 || string(ttl.Keys[0]) != "/l/event" {
-				t.Fatalf("time to live: %+v", ttl)
-			}
-			ka, err := cli.KeepAliveOnce(ctx, long.ID)
-			must(t, err)
-			if ka.TTL != 3660 {
-				t.Fatalf("keep-alive: %+v", ka)
-			}
-			leases, err := cli.Leases(ctx)
-			must(t, err)
-			if len(leases.Leases) != 1 || leases.Leases[0].ID != long.ID {
-				t.Fatalf("leases: %+v", leases)
-			}
-			ok(t)(cli.Revoke(ctx, long.ID))
-			if got, _ := cli.Get(ctx, "/l/event"); got == nil || len(got.Kvs) != 0 {
-				t.Fatalf("key outlived its revoked lease: %+v", got)
-			}
-			_, err = cli.Put(ctx, "/l/x", "v", clientv3.WithLease(long.ID))
-			if !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				t.Fatalf("put with a revoked lease: %v", err)
-			}
-
-			// Expiry deletes the attached key with a DELETE event that carries prev_kv.
-			short, err := cli.Grant(ctx, 1)
-			must(t, err)
-			put, err := cli.Put(ctx, "/l/master", "ip", clientv3.WithLease(short.ID))
-			must(t, err)
-			wch := cli.Watch(ctx, "/l/master", clientv3.WithPrevKV(), clientv3.WithRev(put.Header.Revision+1))
-			resp := <-wch
-			must(t, resp.Err())
-			if len(resp.Events) != 1 || resp.Events[0].Type != mvccpb.DELETE ||
-				string(resp.Events[0].PrevKv.Value) != "ip" || resp.Events[0].Kv.ModRevision != put.Header.Revision+1 {
-				t.Fatalf("expiry event: %+v", resp)
-			}
-		})
-	}
+		// Expiry deletes the attached key with a DELETE event that carries prev_kv.
+		short, err := cli.Grant(ctx, 1)
+		must(t, err)
+		put, err := cli.Put(ctx, "/l/master", "ip", clientv3.WithLease(short.ID))
+		must(t, err)
+		wch := cli.Watch(ctx, "/l/master", clientv3.WithPrevKV(), clientv3.WithRev(put.Header.Revision+1))
+		resp := <-wch
+		must(t, resp.Err())
+		if len(resp.Events) != 1 || resp.Events[0].Type != mvccpb.DELETE ||
+			string(resp.Events[0].PrevKv.Value) != "ip" || resp.Events[0].Kv.ModRevision != put.Header.Revision+1 {
+			t.Fatalf("expiry event: %+v", resp)
+		}
+	})
 }
 
 func TestMaintenance(t *testing.T) {
@@ -252,9 +250,7 @@ func TestMaintenance(t *testing.T) {
 	}
 	// MoveLeader is served by the leader only, so it goes there.
 	leader := c.Leader(t)
-	toLeader, err := clientv3.New(clientv3.Config{Endpoints: []string{leader.ClientURL}})
-	must(t, err)
-	defer toLeader.Close()
+	toLeader := leader.Client(t)
 	for _, m := range c.Members {
 		if m != leader {
 			st, err := cli.Status(ctx, m.ClientURL)

@@ -112,8 +112,17 @@ func (c *Cluster) Endpoints() []string {
 
 // Client dials every member.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
+	return dial(t, c.Endpoints())
+}
+
+// Client dials this member only.
+func (m *Member) Client(t testing.TB) *clientv3.Client {
+	return dial(t, []string{m.ClientURL})
+}
+
+func dial(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
