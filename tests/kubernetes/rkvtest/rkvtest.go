@@ -6,11 +6,13 @@ package rkvtest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,16 +51,36 @@ func Binary(t testing.TB) string {
 	return bin
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port below Linux's ephemeral range (32768-60999) that binds
+// now and that this process has not handed out before. A port from bind(:0) is in the
+// ephemeral range, where any outgoing connection (raft peers dialing each other) can take it
+// before the member binds it: that made cluster starts fail with "Address already in use".
+// tests/common/ports.rs does the same for the Rust tests.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	givenMu.Lock()
+	defer givenMu.Unlock()
+	for i := 0; i < 1000; i++ {
+		port := 15000 + rand.IntN(17000)
+		if given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		given[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port between 15000 and 32000")
+	return 0
 }
+
+var (
+	givenMu sync.Mutex
+	given   = map[int]bool{}
+)
 
 // StartCluster starts `size` members (1 for a single member) with `extra` flags each, waits
 // until every one answers Status, and stops them all when the test ends.

@@ -9,6 +9,7 @@ package testserver
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -34,14 +35,29 @@ func NewTestConfig(t testing.TB) *embed.Config {
 	return cfg
 }
 
+// freePort returns a loopback port below Linux's ephemeral range (32768-60999) that binds now
+// and that this process has not handed out before (callers hold autoPortLock): a bind(:0)
+// port can be taken by an outgoing connection before rkv binds it. The same rule as
+// tests/kubernetes/rkvtest and tests/common/ports.rs.
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < 1000; i++ {
+		port := 15000 + rand.IntN(17000)
+		if givenPorts[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		givenPorts[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port between 15000 and 32000")
+	return 0
 }
+
+var givenPorts = map[int]bool{}
 
 var autoPortLock sync.Mutex
 
