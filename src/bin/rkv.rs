@@ -2,19 +2,16 @@
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    limit_malloc_arenas();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("rkv: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(serve())
-}
+/// jemalloc rather than glibc's malloc: under the benchmark's workloads glibc gave the
+/// blocking pool's and RocksDB's threads arenas of their own that kept what they freed (one
+/// member ended at 272 MiB against etcd's 211 MiB), and capping its arenas cost LIST
+/// throughput ~10%. jemalloc held ~220 MiB with higher throughput at every concurrency
+/// (docs/benchmarks.md). Only the binary sets it: an embedding program owns its allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-async fn serve() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let config = match rkv_server::Config::from_args(std::env::args()) {
         Ok(Some(config)) => config,
         Ok(None) => {
@@ -36,23 +33,3 @@ async fn serve() -> ExitCode {
         }
     }
 }
-
-/// glibc gives a thread that finds the heap locked an arena of its own, up to 8 per core, and
-/// an arena keeps what its threads freed. The blocking pool's and RocksDB's threads thus held
-/// rkv at ~270 MiB after the benchmark's workloads where 4 arenas hold it at ~200 MiB with the
-/// same throughput (docs/benchmarks.md). Set here, before any thread exists, and only in the
-/// binary: an embedding program owns its allocator. MALLOC_ARENA_MAX, when set, still wins.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
-    const ARENAS: libc::c_int = 4;
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter, and no other thread is running
-        // yet that could be allocating concurrently.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, ARENAS);
-        }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}

@@ -124,8 +124,10 @@ pub(crate) struct WriterState {
     pub(crate) applied: AppliedIndex,
 }
 
-/// Bytes of memtables across all column families.
-const MEMTABLE_BUDGET: usize = 64 << 20;
+/// Bytes of memtables across all column families. 64 MiB of them left a member that had run
+/// the compare benchmark's workloads above etcd's RSS; with 48 MiB (and jemalloc) it ends
+/// below it (docs/benchmarks.md).
+const MEMTABLE_BUDGET: usize = 48 << 20;
 
 impl Store {
     /// Opens (or creates) the store in `path` and rebuilds the index from the history on disk.
