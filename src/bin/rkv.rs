@@ -5,8 +5,9 @@ use std::process::ExitCode;
 /// jemalloc rather than glibc's malloc: under the benchmark's workloads glibc gave the
 /// blocking pool's and RocksDB's threads arenas of their own that kept what they freed (one
 /// member ended at 272 MiB against etcd's 211 MiB), and capping its arenas cost LIST
-/// throughput ~10%. jemalloc held ~220 MiB with higher throughput at every concurrency
-/// (docs/benchmarks.md). Only the binary sets it: an embedding program owns its allocator.
+/// throughput ~10%. jemalloc ended the same workloads at ~220 MiB and was as fast or faster
+/// in the A/B runs (docs/benchmarks.md). Only the binary sets it: an embedding program owns
+/// its allocator.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
