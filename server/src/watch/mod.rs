@@ -228,12 +228,12 @@ impl WatchHub {
         self.lock().current_rev
     }
 
-    /// Whether the apply layer should capture previous values in its events.
     /// How many watchers an applied batch is offered to (its notify walks them all).
     pub fn watcher_count(&self) -> usize {
         self.lock().watchers.len()
     }
 
+    /// Whether the apply layer should capture previous values in its events.
     pub fn wants_prev_kv(&self) -> bool {
         self.prev_kv_watchers.load(Ordering::Acquire) > 0
     }
