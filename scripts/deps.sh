@@ -8,7 +8,8 @@ command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 # tikv-jemalloc-sys builds jemalloc with its configure script and make.
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 # librocksdb-sys runs bindgen, which loads libclang.
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# libclang-cpp (which some images carry without libclang) does not count: bindgen needs libclang.
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 if [ "${RKV_NEED_TEST_TOOLS:-0}" = 1 ]; then
   # The etcd-client crate (a third-party client the tests use) runs protoc in its build script.
   command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
