@@ -24,18 +24,6 @@ pub struct KvHash {
     pub compact_rev: i64,
 }
 
-/// etcd's on-disk key for a revision.
-fn etcd_key(rev: Revision, tombstone: bool) -> Vec<u8> {
-    let mut k = Vec::with_capacity(18);
-    k.extend_from_slice(&(rev.main as u64).to_be_bytes());
-    k.push(b'_');
-    k.extend_from_slice(&(rev.sub as u64).to_be_bytes());
-    if tombstone {
-        k.push(b't');
-    }
-    k
-}
-
 impl Store {
     /// Maintenance.Hash: CRC-32C over the whole keyspace the members replicate (every revision
     /// of every key and the leases), read from one RocksDB snapshot. Equal on members that
@@ -88,7 +76,7 @@ impl Store {
             if r.main <= compact_rev && !keep.is_empty() && !keep.contains(&r) {
                 continue;
             }
-            crc = crc32c::crc32c_append(crc, &etcd_key(r, tombstone));
+            crc = crc32c::crc32c_append(crc, &r.encode_etcd(tombstone));
             if tombstone {
                 // etcd's tombstone value holds the key only.
                 let kv = KeyValue::decode(v.as_ref())

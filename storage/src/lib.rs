@@ -10,6 +10,7 @@
 //! - readers never see a revision before its batch is durable;
 //! - after restart the revision never decreases and the compacted revision is kept.
 
+mod bulk;
 mod compact;
 mod error;
 mod hash;
@@ -25,6 +26,7 @@ mod write;
 #[cfg(test)]
 mod model_tests;
 
+pub use bulk::{BulkLoad, Export, LoadSummary};
 pub use error::{Result, StorageError};
 pub use hash::KvHash;
 pub use index::KeyRange;

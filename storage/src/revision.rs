@@ -54,6 +54,36 @@ impl Revision {
     }
 }
 
+impl Revision {
+    /// etcd's key for this change in its `key` bucket (and in HashKV): main revision, `_`, sub
+    /// revision, big-endian, and `t` for a tombstone.
+    pub fn encode_etcd(self, tombstone: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(REVISION_LEN + 2);
+        out.extend_from_slice(&(self.main as u64).to_be_bytes());
+        out.push(b'_');
+        out.extend_from_slice(&(self.sub as u64).to_be_bytes());
+        if tombstone {
+            out.push(TOMBSTONE_MARK);
+        }
+        out
+    }
+
+    /// Decodes etcd's `key` bucket key into the revision and whether it is a tombstone.
+    pub fn decode_etcd(bytes: &[u8]) -> Option<(Revision, bool)> {
+        let tombstone = match bytes.len() {
+            17 => false,
+            18 if bytes.get(17) == Some(&TOMBSTONE_MARK) => true,
+            _ => return None,
+        };
+        if bytes.get(8) != Some(&b'_') {
+            return None;
+        }
+        let main = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?) as i64;
+        let sub = u64::from_be_bytes(bytes.get(9..17)?.try_into().ok()?) as i64;
+        Some((Revision { main, sub }, tombstone))
+    }
+}
+
 impl fmt::Display for Revision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}_{}", self.main, self.sub)
@@ -63,6 +93,25 @@ impl fmt::Display for Revision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_keys_round_trip_and_reject_other_shapes() {
+        for (rev, tomb) in [(Revision::new(2, 0), false), (Revision::new(1 << 40, 7), true)] {
+            assert_eq!(Revision::decode_etcd(&rev.encode_etcd(tomb)), Some((rev, tomb)));
+        }
+        let good = Revision::new(5, 1).encode_etcd(false);
+        assert_eq!(good.len(), 17);
+        assert_eq!(Revision::decode_etcd(&good[..16]), None);
+        let mut bad_sep = good.clone();
+        bad_sep[8] = b'x';
+        assert_eq!(Revision::decode_etcd(&bad_sep), None);
+        let mut bad_mark = good.clone();
+        bad_mark.push(b'x');
+        assert_eq!(Revision::decode_etcd(&bad_mark), None);
+        // etcd's byte order is revision order, as rkv's is.
+        assert!(Revision::new(2, 1).encode_etcd(true) < Revision::new(3, 0).encode_etcd(false));
+        assert!(good < Revision::new(5, 2).encode_etcd(false));
+    }
 
     #[test]
     fn encoding_sorts_like_revisions() {

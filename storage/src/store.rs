@@ -58,7 +58,7 @@ impl AppliedIndex {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let term = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let index = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
         Some(Self { term, index })
@@ -156,7 +156,7 @@ impl Store {
             compactor: Mutex::new(()),
             poisoned: AtomicBool::new(false),
         };
-        store.restore()?;
+        store.reload()?;
         Ok(store)
     }
 
@@ -185,7 +185,7 @@ impl Store {
 
     /// Rebuilds the key index from the `kv` column family (etcd's `restore`), then finishes a
     /// compaction that a crash interrupted.
-    fn restore(&self) -> Result<()> {
+    pub(crate) fn reload(&self) -> Result<()> {
         let loaded = self.load()?;
         {
             let mut state = self.state_write()?;
@@ -205,6 +205,12 @@ impl Store {
 
     /// Reads the state the column families hold, without installing it.
     pub(crate) fn load(&self) -> Result<Loaded> {
+        if self.db.get_cf(self.cf(CF_META)?, crate::bulk::META_LOAD_INCOMPLETE)?.is_some() {
+            return Err(StorageError::Corrupt(
+                "an import into this store was interrupted before it finished; remove the data dir and import again"
+                    .into(),
+            ));
+        }
         let kv_cf = self.cf(CF_KV)?;
         let mut index = TreeIndex::new();
         let mut newest = INITIAL_REVISION;
