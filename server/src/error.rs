@@ -43,6 +43,9 @@ pub enum ServerError {
     UnexpectedResponse,
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Writing etcd's database file (a snapshot) failed.
+    #[error(transparent)]
+    EtcdFile(#[from] crate::etcd_files::EtcdFileError),
     #[error("member ID already exist")]
     MemberExists,
     #[error("Peer URLs already exists")]

@@ -15,6 +15,7 @@ pub mod auth;
 mod compactor;
 pub mod config;
 pub mod error;
+pub mod etcd_files;
 pub mod fuzzing;
 pub(crate) mod grpc;
 mod http;

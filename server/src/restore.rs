@@ -1,17 +1,22 @@
 //! `rctl snapshot restore`: a data dir for one member of a new cluster, built from a snapshot
-//! (etcdutl's restore). The snapshot's keys, history, revision and leases are kept; its raft
-//! position and members are dropped, and the member and cluster IDs come from the flags, so all
-//! members restored from one file with the same --initial-cluster start as one new cluster.
+//! (etcdutl's restore). The file is etcd's (a bbolt database, from `etcdctl snapshot save` of
+//! etcd or rkv, or a `member/snap/db` copied from a data dir with --skip-hash-check) or a
+//! snapshot saved by an earlier rkv in its own format. The snapshot's keys, history, revision,
+//! leases and auth are kept; its raft position and members are dropped, and the member and
+//! cluster IDs come from the flags, so all members restored from one file with the same
+//! --initial-cluster start as one new cluster.
 
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{parse_initial_cluster, same_urls};
+use crate::etcd_files::import::{import, EtcdDb, ImportOptions};
+use crate::etcd_files::status::FileStatus;
 use crate::identity::{self, Identity};
 
-/// What `snapshot restore` takes (etcdctl's flags).
+/// What `snapshot restore` takes (etcdutl's flags).
 #[derive(Clone, Debug)]
 pub struct RestoreRequest {
     pub snapshot: PathBuf,
@@ -22,6 +27,8 @@ pub struct RestoreRequest {
     pub initial_cluster_token: String,
     pub initial_advertise_peer_urls: Vec<String>,
     pub skip_hash_check: bool,
+    /// etcdutl 3.6's --bump-revision and --mark-compacted (etcd files only).
+    pub import: ImportOptions,
 }
 
 /// What a restore produced: the revision the new cluster continues from and the IDs.
@@ -33,6 +40,8 @@ pub struct Restored {
 }
 
 const SHA_LEN: usize = 32;
+/// rkv's own snapshot format (storage/src/snapshot.rs) starts with this.
+const RKV_MAGIC: &[u8] = b"RKVSNAP1";
 
 /// Reads a snapshot held in memory, telling `progress` (bytes read, total) as it goes.
 struct Counting<'a, 'p> {
@@ -54,12 +63,48 @@ impl std::io::Seek for Counting<'_, '_> {
     }
 }
 
-/// Checks the file completely, then writes the data dir; a bad file leaves nothing behind.
+/// A snapshot file mapped into memory: multi-gigabyte files are read page by page, never
+/// copied whole.
+pub struct MappedFile {
+    pub path: String,
+    map: Option<memmap2::Mmap>,
+}
+
+impl MappedFile {
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let name = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| format!("open {name}: {e}"))?;
+        let len = file.metadata().map_err(|e| format!("{name}: {e}"))?.len();
+        // An empty file cannot be mapped; it is simply an invalid snapshot.
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the map is read-only and private to this process; the restore reads a
+            // file nobody writes to while it runs (as etcdutl's bbolt does with its own mmap).
+            Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mmap {name}: {e}"))?)
+        };
+        Ok(Self { path: name, map })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+/// Checks the file, then writes the data dir; a bad file leaves nothing behind.
 /// `progress` hears (bytes imported, total) while the data dir is written.
 pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<Restored, String> {
-    let bytes = std::fs::read(&req.snapshot).map_err(|e| format!("{}: {e}", req.snapshot.display()))?;
-    let body = snapshot_body(&bytes, req.skip_hash_check)?;
-    rkv_storage::Store::verify_snapshot(Cursor::new(body)).map_err(|e| e.to_string())?;
+    let file = MappedFile::open(&req.snapshot)?;
+    let body = snapshot_body(file.bytes(), req.skip_hash_check)?;
+    let etcd = if body.starts_with(RKV_MAGIC) {
+        if req.import != ImportOptions::default() {
+            return Err("--bump-revision and --mark-compacted need an etcd snapshot file".into());
+        }
+        rkv_storage::Store::verify_snapshot(Cursor::new(body)).map_err(|e| e.to_string())?;
+        None
+    } else {
+        Some(EtcdDb::open(&file.path, body).map_err(|e| e.to_string())?)
+    };
     if req.data_dir.exists() {
         return Err(format!("data-dir {:?} exists", req.data_dir.display().to_string()));
     }
@@ -84,11 +129,20 @@ pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Resu
     let written = (|| -> Result<i64, String> {
         identity::open_data_dir(&req.data_dir, id).map_err(|e| e.to_string())?;
         let store = rkv_storage::Store::open(identity::db_path(&req.data_dir)).map_err(|e| e.to_string())?;
-        let input = Counting { inner: Cursor::new(body), progress };
-        store.import_snapshot(input).map_err(|e| e.to_string())?;
-        // Users, roles and the auth switch survive a restore, as etcd's do.
-        store.clear_cluster_state(&[crate::auth::AUTH_PREFIX]).map_err(|e| e.to_string())?;
-        store.current_revision().map_err(|e| e.to_string())
+        match &etcd {
+            Some(src) => {
+                let summary = import(src, &store, req.import).map_err(|e| e.to_string())?;
+                progress(body.len() as u64, body.len() as u64);
+                Ok(summary.current_rev)
+            }
+            None => {
+                let input = Counting { inner: Cursor::new(body), progress };
+                store.import_snapshot(input).map_err(|e| e.to_string())?;
+                // Users, roles and the auth switch survive a restore, as etcd's do.
+                store.clear_cluster_state(&[crate::auth::AUTH_PREFIX]).map_err(|e| e.to_string())?;
+                store.current_revision().map_err(|e| e.to_string())
+            }
+        }
     })();
     match written {
         Ok(revision) => Ok(Restored { revision, member_id: id.member_id, cluster_id: id.cluster_id }),
@@ -100,30 +154,49 @@ pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Resu
     }
 }
 
-/// `snapshot status`: (hash, revision, total keys, total size) of a checked snapshot file.
-pub fn status(path: &std::path::Path) -> Result<(u32, i64, u64, u64), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let body = snapshot_body(&bytes, true)?;
-    let stats = rkv_storage::Store::snapshot_stats(Cursor::new(body)).map_err(|e| e.to_string())?;
-    let hash = crc32c::crc32c(body);
-    Ok((hash, stats.revision, stats.records, bytes.len() as u64))
+/// `snapshot status` of a file, as etcdutl reports it (etcd's files) or from rkv's own format.
+pub fn status(path: &Path) -> Result<FileStatus, String> {
+    let file = MappedFile::open(path)?;
+    let bytes = file.bytes();
+    let body = snapshot_body(bytes, true)?;
+    if body.starts_with(RKV_MAGIC) {
+        let stats = rkv_storage::Store::snapshot_stats(Cursor::new(body)).map_err(|e| e.to_string())?;
+        return Ok(FileStatus {
+            hash: crc32c::crc32c(body),
+            revision: stats.revision,
+            total_keys: stats.records,
+            total_size: bytes.len() as u64,
+            version: String::new(),
+        });
+    }
+    let src = EtcdDb::open(&file.path, body).map_err(|e| e.to_string())?;
+    crate::etcd_files::status::status(&src).map_err(|e| e.to_string())
 }
 
 /// The snapshot without etcd's SHA-256 trailer, which must match unless the check is skipped.
+/// As etcdutl decides it, a file has a trailer when its size is 32 past a multiple of 512 (a
+/// bbolt file is a whole number of pages); a file without one (a `member/snap/db` copied from
+/// a data dir) needs --skip-hash-check.
 fn snapshot_body(bytes: &[u8], skip_hash_check: bool) -> Result<&[u8], String> {
-    if bytes.len() > SHA_LEN {
-        let (body, trailer) = bytes.split_at(bytes.len() - SHA_LEN);
-        if Sha256::digest(body).as_slice() == trailer {
-            return Ok(body);
+    let has_hash = bytes.len() % 512 == SHA_LEN;
+    if !has_hash {
+        if skip_hash_check {
+            return Ok(bytes);
         }
-        if !skip_hash_check {
-            return Err(
-                "expected sha256 does not match the snapshot (use --skip-hash-check to ignore)".into()
-            );
+        return Err("snapshot missing hash but --skip-hash-check=false".into());
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - SHA_LEN);
+    if !skip_hash_check {
+        let digest = Sha256::digest(body);
+        if digest.as_slice() != trailer {
+            return Err(format!("expected sha256 {}, got {}", go_bytes(trailer), go_bytes(&digest)));
         }
     }
-    if skip_hash_check {
-        return Ok(bytes);
-    }
-    Err("snapshot missing hash but --skip-hash-check=false".into())
+    Ok(body)
+}
+
+/// A byte slice as Go's `%v` prints it (`[1 2 3]`), as etcdutl's messages show hashes.
+fn go_bytes(b: &[u8]) -> String {
+    let parts: Vec<String> = b.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", parts.join(" "))
 }

@@ -92,6 +92,10 @@ impl From<&ServerError> for Status {
                 tracing::error!(error = %other, "storage error");
                 (Code::Internal, format!("etcdserver: {other}"))
             }
+            ServerError::EtcdFile(other) => {
+                tracing::error!(error = %other, "snapshot file error");
+                (Code::Internal, format!("etcdserver: {other}"))
+            }
         };
         Status::new(code, msg)
     }

@@ -19,6 +19,10 @@ fn restore(args: &RestoreArgs, progress: &mut dyn FnMut(u64, u64)) -> Result<Str
             .filter(|u| !u.is_empty())
             .collect(),
         skip_hash_check: args.skip_hash_check,
+        import: rkv_server::etcd_files::import::ImportOptions {
+            bump_revision: args.bump_revision,
+            mark_compacted: args.mark_compacted,
+        },
     };
     let restored = rkv_server::restore::restore(&req, progress)?;
     Ok(format!(
@@ -31,8 +35,8 @@ fn restore(args: &RestoreArgs, progress: &mut dyn FnMut(u64, u64)) -> Result<Str
 }
 
 fn status(path: &std::path::Path) -> Result<FileStatus, String> {
-    let (hash, revision, total_keys, total_size) = rkv_server::restore::status(path)?;
-    Ok(FileStatus { hash, revision, total_keys, total_size })
+    let s = rkv_server::restore::status(path)?;
+    Ok(FileStatus { hash: s.hash, revision: s.revision, total_keys: s.total_keys, total_size: s.total_size })
 }
 
 fn main() -> std::process::ExitCode {

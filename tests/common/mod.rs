@@ -209,17 +209,30 @@ impl Etcd {
 
     /// Starts etcd with flags besides the ones every test needs.
     pub fn start_with(dir: &Path, extra: &[&str]) -> Etcd {
+        Self::start_prepared(dir, extra, |_, _| {})
+    }
+
+    /// The data dir `Etcd::start_with` uses under `dir`.
+    pub fn data_dir(dir: &Path) -> PathBuf {
+        dir.join("etcd").join("etcd-data")
+    }
+
+    /// Starts etcd after `prepare` (data dir, peer URL) has made its data dir, e.g. with
+    /// `etcdutl snapshot restore`: the member is named `default`.
+    pub fn start_prepared(dir: &Path, extra: &[&str], prepare: impl FnOnce(&Path, &str)) -> Etcd {
+        let data_dir = Self::data_dir(dir);
         let dir = dir.join("etcd");
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("etcd dir: {e}"));
         let port = free_port();
         let peer = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
+        prepare(&data_dir, &peer_url);
         let log = dir.join("etcd.log");
         let log_file = fs::File::create(&log).unwrap_or_else(|e| panic!("etcd log: {e}"));
         let mut child = Command::new("etcd")
             .arg("--data-dir")
-            .arg(dir.join("etcd-data"))
+            .arg(&data_dir)
             .arg(format!("--listen-client-urls={url}"))
             .arg(format!("--advertise-client-urls={url}"))
             .arg(format!("--listen-peer-urls={peer_url}"))
@@ -241,6 +254,17 @@ impl Etcd {
 impl Etcd {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGTERM and wait: etcd commits its backend on the way out, so its `member/snap/db` then
+    /// holds everything it acknowledged.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            assert!(Instant::now() < deadline, "etcd did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -357,5 +381,6 @@ pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
         .unwrap_or_else(|e| panic!("connect {}: {e}", server.url()))
 }
 pub mod cluster;
+pub mod portability;
 pub mod tls;
 pub mod watch;

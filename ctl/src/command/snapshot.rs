@@ -49,6 +49,13 @@ pub struct RestoreArgs {
     /// Ignore snapshot integrity hash value (required if copied from data directory).
     #[arg(long)]
     pub skip_hash_check: bool,
+    /// How much to increase the latest revision after restore (etcdutl 3.6).
+    #[arg(long, default_value_t = 0)]
+    pub bump_revision: u64,
+    /// Mark the latest revision after restore as the point of scheduled compaction (requires
+    /// --bump-revision > 0, etcdutl 3.6).
+    #[arg(long)]
+    pub mark_compacted: bool,
 }
 
 /// What reading and restoring snapshot files needs from the storage layer, which this crate

@@ -25,10 +25,10 @@ pub use token::{SimpleTokens, Tokens};
 
 /// Every auth key of the cluster column family starts with this.
 pub const AUTH_PREFIX: &[u8] = b"auth/";
-const ENABLED_KEY: &[u8] = b"auth/enabled";
-const REVISION_KEY: &[u8] = b"auth/revision";
-const USER_PREFIX: &[u8] = b"auth/user/";
-const ROLE_PREFIX: &[u8] = b"auth/role/";
+pub(crate) const ENABLED_KEY: &[u8] = b"auth/enabled";
+pub(crate) const REVISION_KEY: &[u8] = b"auth/revision";
+pub(crate) const USER_PREFIX: &[u8] = b"auth/user/";
+pub(crate) const ROLE_PREFIX: &[u8] = b"auth/role/";
 pub const ROOT: &str = "root";
 
 #[derive(Debug, Default, Clone)]

@@ -11,6 +11,8 @@
 //! - [`ApplyHarness::snapshot`]: a snapshot stream, raw and re-framed with a valid checksum so
 //!   that the records behind it (the MVCC key and value encodings, the meta and lease records)
 //!   reach the loader.
+//! - [`ApplyHarness::etcd_db`] and [`etcd_wal`]: etcd's bbolt database and WAL segments, as
+//!   `snapshot restore` and the takeover of an etcd data dir read them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +37,9 @@ use crate::raft::membership::MembershipChange;
 use crate::raft::state_machine::{open_entry, RaftApplied};
 use crate::raft::{LogId, TypeConfig};
 use crate::watch::WatchHub;
+
+mod etcd;
+pub use etcd::etcd_wal;
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -489,5 +494,6 @@ pub fn seeds(scratch: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     records.push(value.len() as u8);
     records.extend(value);
     seeds.push(("snapshot", records));
+    seeds.push(("etcd_db", etcd::db_seed(harness.store(), scratch)?));
     Ok(seeds)
 }

@@ -183,9 +183,10 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
 
-    /// A point-in-time copy of the store (rkv's snapshot format), streamed in 32 KiB chunks
-    /// with the bytes still to come, then etcd's integrity trailer: a last message holding the
-    /// SHA-256 of everything sent. Writes go on meanwhile: the copy reads a RocksDB snapshot.
+    /// A point-in-time copy of the store as etcd's database file (server/src/etcd_files/),
+    /// streamed in 32 KiB chunks with the bytes still to come, then etcd's integrity trailer:
+    /// a last message holding the SHA-256 of everything sent. Writes go on meanwhile: the copy
+    /// reads a RocksDB snapshot into a temporary file, which bbolt's layout needs to seek in.
     async fn snapshot(
         &self,
         request: Request<SnapshotRequest>,
@@ -197,6 +198,7 @@ impl Maintenance for MaintenanceService {
         let file = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || -> Result<std::fs::File, ServerError> {
+                use std::io::Seek;
                 let io = |e: std::io::Error| {
                     ServerError::Storage(rkv_storage::StorageError::Io {
                         path: path.display().to_string(),
@@ -204,11 +206,19 @@ impl Maintenance for MaintenanceService {
                     })
                 };
                 std::fs::create_dir_all(&dir).map_err(io)?;
-                let out = std::fs::File::create(&path).map_err(io)?;
-                store.export_snapshot(&out, b"")?;
-                let file = std::fs::File::open(&path).map_err(io)?;
-                // The open handle keeps the data; the name goes now so nothing is left behind.
+                let out = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(io)?;
+                // The open handle keeps the data; the name goes now so nothing is left behind,
+                // even if the export fails.
                 let _ = std::fs::remove_file(&path);
+                let (mut file, _) =
+                    crate::etcd_files::export::write_snapshot(&store, out, &path.display().to_string())?;
+                file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
                 Ok(file)
             })
             .await

@@ -1,0 +1,183 @@
+//! etcd's database into a new rkv store: the whole MVCC history with its revisions, the
+//! compaction marks, leases and auth, exactly as an etcd member restored from the same file
+//! would serve them. The raft position, members and alarms are not carried over: the new
+//! member's come from its flags (as `etcdutl snapshot restore` does).
+
+use prost::Message;
+use rkv_bbolt::{Bucket, Db};
+use rkv_proto::authpb::{Role, User};
+use rkv_storage::{LoadSummary, Revision, Store};
+use tracing::info;
+
+use super::*;
+use crate::auth::{ENABLED_KEY, REVISION_KEY, ROLE_PREFIX, USER_PREFIX};
+
+/// etcdutl 3.6's `snapshot restore --bump-revision N --mark-compacted`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Moves the revision this many past the newest in the file, so that revisions clients saw
+    /// from a newer incarnation of the data are not handed out again.
+    pub bump_revision: u64,
+    /// Marks the (bumped) revision compacted, so that watchers and caches holding older
+    /// revisions are told to start over.
+    pub mark_compacted: bool,
+}
+
+/// A checked etcd database, ready to import.
+pub struct EtcdDb<'a> {
+    pub path: String,
+    pub db: Db<'a>,
+}
+
+impl<'a> EtcdDb<'a> {
+    /// Opens the bbolt file and checks that it has etcd's buckets and no others.
+    pub fn open(path: &str, data: &'a [u8]) -> Result<Self, EtcdFileError> {
+        let db = Db::open(data).map_err(|source| EtcdFileError::Bbolt { path: path.to_string(), source })?;
+        let this = Self { path: path.to_string(), db };
+        let names = this.db.bucket_names().map_err(|e| this.bbolt(e))?;
+        for name in &names {
+            if !BUCKETS.contains(name) {
+                return Err(this.schema(format!("unknown bucket {:?}", String::from_utf8_lossy(name))));
+            }
+        }
+        for needed in [BUCKET_KEY, BUCKET_META] {
+            if !names.contains(&needed) {
+                return Err(this.schema(format!("no {:?} bucket", String::from_utf8_lossy(needed))));
+            }
+        }
+        Ok(this)
+    }
+
+    pub fn bbolt(&self, source: rkv_bbolt::Error) -> EtcdFileError {
+        EtcdFileError::Bbolt { path: self.path.clone(), source }
+    }
+
+    pub fn schema(&self, detail: String) -> EtcdFileError {
+        EtcdFileError::Schema { path: self.path.clone(), detail }
+    }
+
+    pub fn bucket(&self, name: &[u8]) -> Result<Option<Bucket<'a>>, EtcdFileError> {
+        self.db.bucket(name).map_err(|e| self.bbolt(e))
+    }
+
+    /// Every key/value of a bucket (none if the bucket is missing).
+    pub fn for_each(
+        &self,
+        name: &[u8],
+        mut each: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), EtcdFileError>,
+    ) -> Result<(), EtcdFileError> {
+        let Some(bucket) = self.bucket(name)? else { return Ok(()) };
+        let mut failed = None;
+        let walked = bucket.for_each(|k, v| match each(k, v) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                failed = Some(e);
+                Err(rkv_bbolt::Error::Corrupt("stopped".into()))
+            }
+        });
+        match (failed, walked) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(self.bbolt(e)),
+            (None, Ok(())) => Ok(()),
+        }
+    }
+
+    /// A main revision kept in the meta bucket as a revision key (the compaction marks).
+    pub fn meta_revision(&self, key: &[u8]) -> Result<Option<i64>, EtcdFileError> {
+        let Some(meta) = self.bucket(BUCKET_META)? else { return Ok(None) };
+        match meta.get(key).map_err(|e| self.bbolt(e))? {
+            None => Ok(None),
+            Some(v) => match v.get(..8).and_then(|b| b.try_into().ok()) {
+                Some(main) => Ok(Some(i64::from_be_bytes(main))),
+                None => {
+                    Err(self.schema(format!("meta {:?} is {} bytes", String::from_utf8_lossy(key), v.len())))
+                }
+            },
+        }
+    }
+
+    /// The storage version etcd 3.6 and later record (`snapshot status` prints it).
+    pub fn storage_version(&self) -> Result<Option<String>, EtcdFileError> {
+        let Some(meta) = self.bucket(BUCKET_META)? else { return Ok(None) };
+        let v = meta.get(META_STORAGE_VERSION).map_err(|e| self.bbolt(e))?;
+        Ok(v.map(|v| String::from_utf8_lossy(v).into_owned()))
+    }
+}
+
+/// Fills `store` (new and empty) with the file's data. Everything is checked as it is read and
+/// the store refuses to open until the import has finished, so a bad file or a crash never
+/// leaves a store that looks complete.
+pub fn import(src: &EtcdDb<'_>, store: &Store, opts: ImportOptions) -> Result<LoadSummary, EtcdFileError> {
+    if opts.mark_compacted && opts.bump_revision == 0 {
+        return Err(src.schema("--mark-compacted requires --bump-revision".into()));
+    }
+    let mut load = store.bulk_load()?;
+    let mut newest = None;
+    src.for_each(BUCKET_KEY, |k, v| {
+        let (rev, tombstone) = Revision::decode_etcd(k)
+            .ok_or_else(|| src.schema(format!("bad revision key {k:?} in the key bucket")))?;
+        load.history(rev, tombstone, v).map_err(|e| src.schema(e.to_string()))?;
+        newest = Some(rev);
+        Ok(())
+    })?;
+    src.for_each(BUCKET_LEASE, |k, v| {
+        let lease = LeaseRecord::decode(v).map_err(|e| src.schema(format!("bad lease {k:?}: {e}")))?;
+        let id =
+            k.try_into().map(i64::from_be_bytes).map_err(|_| src.schema(format!("bad lease key {k:?}")))?;
+        if id != lease.id {
+            return Err(src.schema(format!("lease key {id:x} holds lease {:x}", lease.id)));
+        }
+        load.lease(lease.id, lease.ttl)?;
+        Ok(())
+    })?;
+    import_auth(src, &mut load)?;
+
+    let finished = src.meta_revision(META_FINISHED_COMPACT)?;
+    let mut scheduled = src.meta_revision(META_SCHEDULED_COMPACT)?;
+    if opts.bump_revision > 0 {
+        // etcdutl writes an empty value at the bumped revision: the history's newest entry,
+        // which sets the current revision and which a compaction there keeps.
+        let latest = newest.unwrap_or_default();
+        let bumped = Revision::new(latest.main.saturating_add(opts.bump_revision as i64), 0);
+        load.history(bumped, false, &[]).map_err(|e| src.schema(e.to_string()))?;
+        info!(from = latest.main, to = bumped.main, "bumped the revision");
+        if opts.mark_compacted {
+            scheduled = Some(bumped.main);
+        }
+    }
+    let summary = load.finish(finished, scheduled)?;
+    info!(path = %src.path, ?summary, "imported etcd database");
+    Ok(summary)
+}
+
+fn import_auth(src: &EtcdDb<'_>, load: &mut rkv_storage::BulkLoad<'_>) -> Result<(), EtcdFileError> {
+    if let Some(auth) = src.bucket(BUCKET_AUTH)? {
+        if let Some(v) = auth.get(AUTH_ENABLED).map_err(|e| src.bbolt(e))? {
+            load.cluster(ENABLED_KEY, if v == [1] { b"1" } else { b"0" })?;
+        }
+        if let Some(v) = auth.get(AUTH_REVISION).map_err(|e| src.bbolt(e))? {
+            let rev: [u8; 8] =
+                v.try_into().map_err(|_| src.schema(format!("authRevision is {} bytes", v.len())))?;
+            load.cluster(REVISION_KEY, &rev)?;
+        }
+    }
+    let mut key = Vec::new();
+    src.for_each(BUCKET_AUTH_USERS, |name, v| {
+        User::decode(v)
+            .map_err(|e| src.schema(format!("bad user {:?}: {e}", String::from_utf8_lossy(name))))?;
+        key.clear();
+        key.extend_from_slice(USER_PREFIX);
+        key.extend_from_slice(name);
+        load.cluster(&key, v)?;
+        Ok(())
+    })?;
+    src.for_each(BUCKET_AUTH_ROLES, |name, v| {
+        Role::decode(v)
+            .map_err(|e| src.schema(format!("bad role {:?}: {e}", String::from_utf8_lossy(name))))?;
+        key.clear();
+        key.extend_from_slice(ROLE_PREFIX);
+        key.extend_from_slice(name);
+        load.cluster(&key, v)?;
+        Ok(())
+    })
+}
