@@ -152,6 +152,15 @@ pub fn open_data_dir(data_dir: &Path, fresh: Identity) -> Result<Identity, Ident
     }
     create_private_dir(data_dir).map_err(io)?;
     check_private(data_dir)?;
+    write_marker(data_dir, fresh)
+}
+
+/// Makes `data_dir` rkv's with this identity. Written last by whatever fills a data dir, so
+/// that a crash before it leaves a directory rkv does not take for its own.
+pub fn write_marker(data_dir: &Path, fresh: Identity) -> Result<Identity, IdentityError> {
+    let dir = data_dir.display().to_string();
+    let io = |source| IdentityError::Io { dir: dir.clone(), source };
+    let marker = data_dir.join(MARKER);
     // Write the marker through a temporary file so a crash never leaves a half-written one.
     let tmp = data_dir.join(format!("{MARKER}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io)?;

@@ -84,6 +84,8 @@ pub enum StartError {
     DataDir(#[from] IdentityError),
     #[error("cannot open the store: {0}")]
     Store(#[from] rkv_storage::StorageError),
+    #[error(transparent)]
+    Takeover(#[from] crate::etcd_files::takeover::TakeoverError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -148,6 +150,12 @@ impl Member {
         } else {
             Identity { member_id, cluster_id: identity::compute_cluster_id(&ids) }
         };
+        if crate::etcd_files::takeover::is_etcd_data_dir(&config.data_dir) {
+            let (dir, cost) = (config.data_dir.clone(), config.bcrypt_cost);
+            tokio::task::spawn_blocking(move || crate::etcd_files::takeover::take_over(&dir, fresh, cost))
+                .await
+                .map_err(|e| StartError::Thread(std::io::Error::other(e.to_string())))??;
+        }
         let identity = identity::open_data_dir(&config.data_dir, fresh)?;
         let db_path = identity::db_path(&config.data_dir);
         let store = Arc::new(

@@ -19,6 +19,7 @@ pub mod export;
 pub mod import;
 pub mod replay;
 pub mod status;
+pub mod takeover;
 
 pub const BUCKET_KEY: &[u8] = b"key";
 pub const BUCKET_META: &[u8] = b"meta";
