@@ -186,9 +186,13 @@ impl Store {
 impl Export<'_> {
     /// Every entry of the history in revision order: (revision, tombstone, encoded KeyValue).
     /// A tombstone's value holds its key and its revision as `mod_revision`.
-    pub fn history(&self, mut each: impl FnMut(Revision, bool, &[u8]) -> Result<()>) -> Result<()> {
+    /// The callback's error type is the caller's, so that its own failures pass through.
+    pub fn history<E: From<StorageError>>(
+        &self,
+        mut each: impl FnMut(Revision, bool, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         for item in self.snap.iterator_cf(self.store.cf(CF_KV)?, IteratorMode::Start) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(StorageError::from)?;
             let (rev, tombstone) = Revision::decode(&k)
                 .ok_or_else(|| StorageError::Corrupt(format!("bad revision key {k:?}")))?;
             each(rev, tombstone, &v)?;
@@ -198,22 +202,31 @@ impl Export<'_> {
 
     /// Every lease: (id, TTL in seconds), in id order as stored (big-endian, so negative ids
     /// last).
-    pub fn leases(&self, mut each: impl FnMut(i64, i64) -> Result<()>) -> Result<()> {
+    pub fn leases<E: From<StorageError>>(
+        &self,
+        mut each: impl FnMut(i64, i64) -> Result<(), E>,
+    ) -> Result<(), E> {
         for item in self.snap.iterator_cf(self.store.cf(CF_LEASE)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            let id = k.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease id".into()))?;
-            let ttl = v.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease ttl".into()))?;
+            let (k, v) = item.map_err(StorageError::from)?;
+            let id: [u8; 8] =
+                k.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease id".into()))?;
+            let ttl: [u8; 8] =
+                v.as_ref().try_into().map_err(|_| StorageError::Corrupt("bad lease ttl".into()))?;
             each(i64::from_be_bytes(id), i64::from_be_bytes(ttl))?;
         }
         Ok(())
     }
 
     /// The server-layer entries under `prefix`, in key order.
-    pub fn cluster(&self, prefix: &[u8], mut each: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    pub fn cluster<E: From<StorageError>>(
+        &self,
+        prefix: &[u8],
+        mut each: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let cf = self.store.cf(CF_CLUSTER)?;
         let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
         for item in self.snap.iterator_cf(cf, mode) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(StorageError::from)?;
             if !k.starts_with(prefix) {
                 break;
             }

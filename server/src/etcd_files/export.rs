@@ -35,68 +35,39 @@ pub fn write_snapshot(store: &Store, out: File, path: &str) -> Result<(File, u64
                 let (mut enabled, mut revision) = (false, 1u64.to_be_bytes().to_vec());
                 view.cluster(ENABLED_KEY, |k, v| {
                     enabled |= k == ENABLED_KEY && v == b"1";
-                    Ok(())
+                    Ok::<_, EtcdFileError>(())
                 })?;
                 view.cluster(REVISION_KEY, |k, v| {
                     if k == REVISION_KEY {
                         revision = v.to_vec();
                     }
-                    Ok(())
+                    Ok::<_, EtcdFileError>(())
                 })?;
                 w.put(AUTH_ENABLED, &[enabled as u8]).map_err(bbolt)?;
                 w.put(AUTH_REVISION, &revision).map_err(bbolt)?;
             }
             BUCKET_AUTH_ROLES | BUCKET_AUTH_USERS => {
                 let prefix = if name == BUCKET_AUTH_ROLES { ROLE_PREFIX } else { USER_PREFIX };
-                let mut failed = None;
-                view.cluster(prefix, |k, v| {
-                    if let Err(e) = w.put(&k[prefix.len()..], v) {
-                        failed = Some(e);
-                    }
-                    Ok(())
-                })?;
-                if let Some(e) = failed {
-                    return Err(bbolt(e));
-                }
+                view.cluster(prefix, |k, v| w.put(&k[prefix.len()..], v).map_err(bbolt))?;
             }
             BUCKET_CLUSTER => w.put(CLUSTER_VERSION, CLUSTER_VERSION_VALUE).map_err(bbolt)?,
-            BUCKET_KEY => {
-                let mut failed = None;
-                view.history(|rev, tombstone, kv| {
-                    if failed.is_some() {
-                        return Ok(());
-                    }
-                    let key = rev.encode_etcd(tombstone);
-                    failed = if tombstone {
-                        // etcd's tombstone holds the key only (HashKV covers these bytes).
-                        let kv = KeyValue::decode(kv).map_err(|e| {
-                            rkv_storage::StorageError::Corrupt(format!(
-                                "bad tombstone at revision {rev}: {e}"
-                            ))
-                        })?;
-                        w.put(&key, &KeyValue { key: kv.key, ..Default::default() }.encode_to_vec()).err()
-                    } else {
-                        w.put(&key, kv).err()
-                    };
-                    Ok(())
-                })?;
-                if let Some(e) = failed {
-                    return Err(bbolt(e));
+            BUCKET_KEY => view.history(|rev, tombstone, kv| {
+                let key = rev.encode_etcd(tombstone);
+                if tombstone {
+                    // etcd's tombstone holds the key only (HashKV covers these bytes).
+                    let kv = KeyValue::decode(kv).map_err(|e| {
+                        rkv_storage::StorageError::Corrupt(format!("bad tombstone at revision {rev}: {e}"))
+                    })?;
+                    w.put(&key, &KeyValue { key: kv.key, ..Default::default() }.encode_to_vec())
+                        .map_err(bbolt)
+                } else {
+                    w.put(&key, kv).map_err(bbolt)
                 }
-            }
-            BUCKET_LEASE => {
-                let mut failed = None;
-                view.leases(|id, ttl| {
-                    let record = LeaseRecord { id, ttl, remaining_ttl: 0 }.encode_to_vec();
-                    if failed.is_none() {
-                        failed = w.put(&id.to_be_bytes(), &record).err();
-                    }
-                    Ok(())
-                })?;
-                if let Some(e) = failed {
-                    return Err(bbolt(e));
-                }
-            }
+            })?,
+            BUCKET_LEASE => view.leases(|id, ttl| {
+                let record = LeaseRecord { id, ttl, remaining_ttl: 0 }.encode_to_vec();
+                w.put(&id.to_be_bytes(), &record).map_err(bbolt)
+            })?,
             BUCKET_META => {
                 let applied = view.applied;
                 w.put(META_CONSISTENT_INDEX, &applied.index.to_be_bytes()).map_err(bbolt)?;

@@ -109,7 +109,7 @@ impl<'a> EtcdDb<'a> {
 /// leaves a store that looks complete.
 pub fn import(src: &EtcdDb<'_>, store: &Store, opts: ImportOptions) -> Result<LoadSummary, EtcdFileError> {
     if opts.mark_compacted && opts.bump_revision == 0 {
-        return Err(src.schema("--mark-compacted requires --bump-revision".into()));
+        return Err(EtcdFileError::Options("--mark-compacted requires --bump-revision".into()));
     }
     let mut load = store.bulk_load()?;
     let mut newest = None;
@@ -138,7 +138,16 @@ pub fn import(src: &EtcdDb<'_>, store: &Store, opts: ImportOptions) -> Result<Lo
         // etcdutl writes an empty value at the bumped revision: the history's newest entry,
         // which sets the current revision and which a compaction there keeps.
         let latest = newest.unwrap_or_default();
-        let bumped = Revision::new(latest.main.saturating_add(opts.bump_revision as i64), 0);
+        let bumped = i64::try_from(opts.bump_revision)
+            .ok()
+            .and_then(|bump| latest.main.checked_add(bump))
+            .map(|main| Revision::new(main, 0))
+            .ok_or_else(|| {
+                EtcdFileError::Options(format!(
+                    "--bump-revision {} overflows the revision",
+                    opts.bump_revision
+                ))
+            })?;
         load.history(bumped, false, &[]).map_err(|e| src.schema(e.to_string()))?;
         info!(from = latest.main, to = bumped.main, "bumped the revision");
         if opts.mark_compacted {

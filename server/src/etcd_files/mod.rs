@@ -84,6 +84,9 @@ pub enum EtcdFileError {
     },
     #[error("{path}: not an etcd database: {detail}")]
     Schema { path: String, detail: String },
+    /// Restore options that cannot go together or do not fit the file.
+    #[error("{0}")]
+    Options(String),
     #[error("{0}")]
     Storage(#[from] rkv_storage::StorageError),
 }
