@@ -170,23 +170,20 @@ fn import_auth(src: &EtcdDb<'_>, load: &mut rkv_storage::BulkLoad<'_>) -> Result
             load.cluster(REVISION_KEY, &rev)?;
         }
     }
+    // Users and roles are etcd's authpb messages, which rkv keeps as they are.
     let mut key = Vec::new();
-    src.for_each(BUCKET_AUTH_USERS, |name, v| {
-        User::decode(v)
-            .map_err(|e| src.schema(format!("bad user {:?}: {e}", String::from_utf8_lossy(name))))?;
-        key.clear();
-        key.extend_from_slice(USER_PREFIX);
-        key.extend_from_slice(name);
-        load.cluster(&key, v)?;
-        Ok(())
-    })?;
-    src.for_each(BUCKET_AUTH_ROLES, |name, v| {
-        Role::decode(v)
-            .map_err(|e| src.schema(format!("bad role {:?}: {e}", String::from_utf8_lossy(name))))?;
-        key.clear();
-        key.extend_from_slice(ROLE_PREFIX);
-        key.extend_from_slice(name);
-        load.cluster(&key, v)?;
-        Ok(())
-    })
+    for (bucket, prefix, what) in
+        [(BUCKET_AUTH_USERS, USER_PREFIX, "user"), (BUCKET_AUTH_ROLES, ROLE_PREFIX, "role")]
+    {
+        src.for_each(bucket, |name, v| {
+            let valid = if what == "user" { User::decode(v).map(drop) } else { Role::decode(v).map(drop) };
+            valid.map_err(|e| src.schema(format!("bad {what} {:?}: {e}", String::from_utf8_lossy(name))))?;
+            key.clear();
+            key.extend_from_slice(prefix);
+            key.extend_from_slice(name);
+            load.cluster(&key, v)?;
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
