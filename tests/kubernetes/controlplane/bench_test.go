@@ -10,18 +10,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -47,38 +43,9 @@ func startBackend(b *testing.B, kind string) backend {
 		return backend{m.ClientURL, m.Pid()}
 	}
 	dir := b.TempDir()
-	client := fmt.Sprintf("http://127.0.0.1:%d", rkvtest.FreePort(b))
 	peer := fmt.Sprintf("http://127.0.0.1:%d", rkvtest.FreePort(b))
-	cmd := exec.Command(filepath.Join(os.Getenv("KUBE_BIN_DIR"), "etcd"),
-		"--name=default", "--data-dir="+filepath.Join(dir, "etcd"),
-		"--listen-client-urls="+client, "--advertise-client-urls="+client,
-		"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer,
-		"--initial-cluster=default="+peer, "--log-level=warn")
-	log, err := os.Create(filepath.Join(dir, "etcd.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		log.Close()
-	})
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	eventually(b, time.Minute, "etcd ready", func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		st, err := cli.Status(ctx, client)
-		return err == nil && st.Leader != 0, fmt.Sprint(err)
-	})
-	return backend{client, cmd.Process.Pid}
+	client, etcd := startEtcd(b, "default", filepath.Join(dir, "etcd"), peer, "--log-level=warn")
+	return backend{client, etcd.cmd.Process.Pid}
 }
 
 func rssMiB(pid int) float64 {

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -56,18 +58,60 @@ func startProcess(t testing.TB, dir, name string, args ...string) *process {
 	f.Close()
 	go func() { p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
+		p.stop()
 		if t.Failed() {
 			p.dumpLog(t)
 		}
 	})
 	return p
+}
+
+// stop sends SIGTERM and waits for the process to end (SIGKILL after 20 s); a no-op once it
+// has ended.
+func (p *process) stop() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// startEtcd starts etcd's own server ($KUBE_BIN_DIR/etcd, 3.6.8) as member `name` of the
+// one-member cluster name=peerURL on `dataDir` (a new one, or one etcdutl restored with the same
+// name and peer URL), serving clients on a free loopback port, and waits until it has a leader.
+func startEtcd(t testing.TB, name, dataDir, peerURL string, extra ...string) (clientURL string, p *process) {
+	t.Helper()
+	clientURL = fmt.Sprintf("http://127.0.0.1:%d", rkvtest.FreePort(t))
+	p = startProcess(t, t.TempDir(), "etcd", append([]string{
+		"--name=" + name, "--data-dir=" + dataDir,
+		"--listen-client-urls=" + clientURL, "--advertise-client-urls=" + clientURL,
+		"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=" + name + "=" + peerURL,
+	}, extra...)...)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	eventually(t, time.Minute, "etcd ready", func() (bool, string) {
+		select {
+		case <-p.exited:
+			t.Fatal("etcd exited")
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		st, err := cli.Status(ctx, clientURL)
+		return err == nil && st.Leader != 0, fmt.Sprint(err)
+	})
+	return clientURL, p
 }
 
 // dumpLog shows the end of a failed test's component log and keeps the whole log outside the
@@ -95,10 +139,35 @@ type controlPlane struct {
 	client     *kubernetes.Clientset
 }
 
-// startControlPlane generates the service-account key pair and a token file, then starts the
-// three components against `etcdServers` and waits until the apiserver is ready and the default
-// service account exists (pods can be created from then on).
+// startControlPlane starts the apiserver (startAPIServer), then the controller manager and the
+// scheduler against it, and waits until the default service account exists (pods can be
+// created from then on).
 func startControlPlane(t testing.TB, etcdServers []string) *controlPlane {
+	t.Helper()
+	cp := startAPIServer(t, etcdServers)
+	dir := cp.dir
+	startProcess(t, dir, "kube-controller-manager",
+		"--kubeconfig="+cp.kubeconfig, "--authentication-kubeconfig="+cp.kubeconfig,
+		"--authorization-kubeconfig="+cp.kubeconfig, "--leader-elect=false",
+		"--secure-port=0", "--service-account-private-key-file="+filepath.Join(dir, "sa.key"),
+		// No kubelet runs: the node lifecycle controller would mark the API-only nodes
+		// unreachable and taint them.
+		"--controllers=*,-node-lifecycle-controller", "--v=2",
+	)
+	startProcess(t, dir, "kube-scheduler",
+		"--kubeconfig="+cp.kubeconfig, "--authentication-kubeconfig="+cp.kubeconfig,
+		"--authorization-kubeconfig="+cp.kubeconfig, "--leader-elect=false", "--secure-port=0", "--v=2",
+	)
+	eventually(t, 2*time.Minute, "the default service account", func() (bool, string) {
+		_, err := cp.client.CoreV1().ServiceAccounts("default").Get(context.Background(), "default", getOpts)
+		return err == nil, fmt.Sprint(err)
+	})
+	return cp
+}
+
+// startAPIServer generates the service-account key pair and a token file, then starts
+// kube-apiserver alone against `etcdServers` with `extra` flags and waits until it is ready.
+func startAPIServer(t testing.TB, etcdServers []string, extra ...string) *controlPlane {
 	t.Helper()
 	dir := t.TempDir()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -129,40 +198,23 @@ contexts:
 current-context: rkv
 `, cp.url, adminToken)))
 
-	cp.apiserver = startProcess(t, dir, "kube-apiserver",
-		"--etcd-servers="+strings.Join(etcdServers, ","),
+	cp.apiserver = startProcess(t, dir, "kube-apiserver", append([]string{
+		"--etcd-servers=" + strings.Join(etcdServers, ","),
 		fmt.Sprintf("--secure-port=%d", port), "--bind-address=127.0.0.1",
 		// The address of the `kubernetes` Service's endpoints: not loopback, which Endpoints
 		// refuse; nothing dials it here.
-		"--advertise-address=192.0.2.1", "--cert-dir="+filepath.Join(dir, "certs"),
-		"--token-auth-file="+filepath.Join(dir, "tokens.csv"), "--authorization-mode=RBAC",
+		"--advertise-address=192.0.2.1", "--cert-dir=" + filepath.Join(dir, "certs"),
+		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"), "--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
-	)
+	}, extra...)...)
 	// QPS -1: no client-side rate limit, so that the benchmark measures the servers.
 	cfg := &rest.Config{Host: cp.url, BearerToken: adminToken, QPS: -1,
 		TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
 	cp.client = kubernetes.NewForConfigOrDie(cfg)
 	cp.waitHealthy(t, "/readyz")
-
-	startProcess(t, dir, "kube-controller-manager",
-		"--kubeconfig="+cp.kubeconfig, "--authentication-kubeconfig="+cp.kubeconfig,
-		"--authorization-kubeconfig="+cp.kubeconfig, "--leader-elect=false",
-		"--secure-port=0", "--service-account-private-key-file="+filepath.Join(dir, "sa.key"),
-		// No kubelet runs: the node lifecycle controller would mark the API-only nodes
-		// unreachable and taint them.
-		"--controllers=*,-node-lifecycle-controller", "--v=2",
-	)
-	startProcess(t, dir, "kube-scheduler",
-		"--kubeconfig="+cp.kubeconfig, "--authentication-kubeconfig="+cp.kubeconfig,
-		"--authorization-kubeconfig="+cp.kubeconfig, "--leader-elect=false", "--secure-port=0", "--v=2",
-	)
-	eventually(t, 2*time.Minute, "the default service account", func() (bool, string) {
-		_, err := cp.client.CoreV1().ServiceAccounts("default").Get(context.Background(), "default", getOpts)
-		return err == nil, fmt.Sprint(err)
-	})
 	return cp
 }
 

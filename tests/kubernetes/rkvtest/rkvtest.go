@@ -86,26 +86,48 @@ var (
 // until every one answers Status, and stops them all when the test ends.
 func StartCluster(t testing.TB, size int, extra ...string) *Cluster {
 	t.Helper()
+	c := NewCluster(t, size)
+	c.Start(t, extra...)
+	return c
+}
+
+// NewCluster plans `size` members (names m0, m1..., free ports, data dirs in a temp dir)
+// without starting them, so that a test can fill their data dirs first (a snapshot restore).
+func NewCluster(t testing.TB, size int) *Cluster {
+	t.Helper()
 	dir := t.TempDir()
 	c := &Cluster{}
-	var initial []string
 	for i := 0; i < size; i++ {
-		m := &Member{
+		c.Members = append(c.Members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
 			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
 			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", FreePort(t)),
 			DataDir:   filepath.Join(dir, fmt.Sprintf("m%d.rkv", i)),
 			LogPath:   filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
-		}
-		initial = append(initial, m.Name+"="+m.PeerURL)
-		c.Members = append(c.Members, m)
+		})
 	}
+	return c
+}
+
+// InitialCluster is the members' --initial-cluster value: name=peer-url,...
+func (c *Cluster) InitialCluster() string {
+	var initial []string
+	for _, m := range c.Members {
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	return strings.Join(initial, ",")
+}
+
+// Start starts the planned members with `extra` flags each, waits until every one answers
+// Status, and stops them all when the test ends.
+func (c *Cluster) Start(t testing.TB, extra ...string) {
+	t.Helper()
 	for _, m := range c.Members {
 		m.args = append([]string{
 			"--name", m.Name, "--data-dir", m.DataDir,
 			"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
 			"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
-			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster", c.InitialCluster(),
 		}, extra...)
 		m.Start(t)
 	}
@@ -120,7 +142,6 @@ func StartCluster(t testing.TB, size int, extra ...string) *Cluster {
 	for _, m := range c.Members {
 		m.WaitReady(t)
 	}
-	return c
 }
 
 // Endpoints are the members' client URLs.
