@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (libclang, protoc, etcd 3.5) and runs every check and test.
+# Installs what the tests need (libclang, protoc, etcd 3.5; etcd 3.6 and Kubernetes are built from
+# the Go module proxy) and runs every check and test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RKV_NEED_TEST_TOOLS=1
@@ -8,9 +9,14 @@ source scripts/deps.sh
 export PATH="$HOME/.local/bin:$PATH"
 etcd --version | sed -n 1p
 etcdctl version | sed -n 1p
+# etcd, etcdctl and etcdutl 3.6.8 (built from the Go module proxy with the Kubernetes binaries,
+# no cargo build): the data-portability tests run against etcd 3.5 and 3.6.
+scripts/kubernetes.sh build
+export RKV_ETCD36_BIN="$HOME/.cache/rkv-k8s/bin"
+"$RKV_ETCD36_BIN/etcd" --version | sed -n 1p
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 # The Go side: the etcd Go client, the apiserver's storage tests and a real Kubernetes control
-# plane on rkv (builds Kubernetes v1.36.3 from the Go module proxy on the first run).
+# plane on rkv (the binaries were built above).
 scripts/kubernetes.sh

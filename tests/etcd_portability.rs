@@ -1,34 +1,50 @@
-//! Data portability with etcd 3.5: etcd's snapshot files and the `member/snap/db` of a stopped
-//! etcd restored into rkv with `rctl snapshot restore`, and rkv's snapshots restored into etcd
-//! with etcd's own `etcdutl snapshot restore`. Each side is observed through etcdctl and the
-//! observations compared field by field: the keys at every revision from the compaction on (with
-//! create and mod revisions, versions and leases), the compaction error below it, HashKV,
-//! leases with their TTLs and keys, users, roles and the auth switch and revision, and the
-//! revision the next write gets.
+//! Data portability with etcd 3.5 and 3.6: etcd's snapshot files and the `member/snap/db` of a
+//! stopped etcd restored into rkv with `rctl snapshot restore`, and rkv's snapshots restored into
+//! etcd with etcd's own `etcdutl snapshot restore`. Each side is observed through the etcdctl of
+//! the release compared with and the observations compared field by field: the keys at every
+//! revision from the compaction on (with create and mod revisions, versions and leases), the
+//! compaction error below it, HashKV, leases with their TTLs and keys, users, roles and the auth
+//! switch and revision, and the revision the next write gets. Every test runs against etcd 3.5
+//! (PATH) and then etcd 3.6 (`RKV_ETCD36_BIN`, see `EtcdTools::each`).
 
 mod common;
 
 use std::path::Path;
 
 use common::portability::*;
-use common::{etcdctl, rctl, tempdir, CliRun, Etcd, Rkv, Server};
+use common::{rctl, tempdir, CliRun, Etcd, EtcdTools, Rkv, Server};
 use serde_json::Value;
 
-fn snapshot_save(s: &dyn Server, file: &Path) {
-    ok(s, &[ROOT, "snapshot", "save", &file.display().to_string()], None);
+fn snapshot_save(t: &EtcdTools, s: &dyn Server, file: &Path) {
+    ok(t, s, &[ROOT, "snapshot", "save", &file.display().to_string()], None);
 }
 
-/// etcdutl's and rctl's `snapshot status -w json` of one file agree.
-fn assert_same_status(file: &Path) -> Value {
+/// etcdutl's and rctl's `snapshot status -w json` of one file agree; returns etcdutl's answer
+/// and, from etcdutl 3.6, the storage version it also prints. rctl answers as etcdutl 3.5 does;
+/// etcdutl 3.6 differs in two fields, compared no further here:
+/// - `version`: the file's storage version (the meta bucket's `storageVersion`), which rctl
+///   does not print;
+/// - `totalKey`: etcdutl 3.6 counts the keys live at the file's revision, etcdutl 3.5 and rctl
+///   count the entries of all buckets.
+fn assert_same_status(t: &EtcdTools, file: &Path) -> (Value, Option<Value>) {
     let path = file.display().to_string();
-    let want = etcdutl(&["snapshot", "status", &path, "-w", "json"]);
+    let want = t.etcdutl(&["snapshot", "status", &path, "-w", "json"]);
     assert_eq!(want.code, 0, "{want:?}");
     let got = rctl(&common::Url(NO_SERVER.into()), &["snapshot", "status", &path, "-w", "json"], None);
     assert_eq!(got.code, 0, "{got:?}");
-    let want: Value = serde_json::from_str(want.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {want:?}"));
-    let got: Value = serde_json::from_str(got.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {got:?}"));
-    assert_eq!(got, want, "snapshot status of {path}");
-    want
+    let mut want: Value =
+        serde_json::from_str(want.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {want:?}"));
+    let mut got: Value = serde_json::from_str(got.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {got:?}"));
+    let mut version = None;
+    if let (Value::Object(want), Value::Object(got), true) = (&mut want, &mut got, t.is_v36()) {
+        version =
+            Some(want.remove("version").unwrap_or_else(|| panic!("etcdutl 3.6 prints a version: {want:?}")));
+        for m in [want, got] {
+            m.remove("totalKey").unwrap_or_else(|| panic!("no totalKey: {m:?}"));
+        }
+    }
+    assert_eq!(got, want, "snapshot status of {path} ({})", t.name);
+    (want, version)
 }
 
 fn rctl_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> CliRun {
@@ -39,40 +55,59 @@ fn rctl_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> CliRun {
     rctl(&common::Url(NO_SERVER.into()), &args, None)
 }
 
-/// etcd 3.5.1's snapshot, restored by rctl: rkv serves exactly what etcd served.
+/// etcd 3.6 stamps its backend with its storage version right after it starts (long before the
+/// workload's snapshot), so the 3.6 half restores a file that carries a `storageVersion`.
+fn assert_etcd36_storage_version(version: Option<Value>) {
+    if let Some(v) = version {
+        assert_eq!(v, "3.6.0", "storage version of etcd 3.6's snapshot");
+    }
+}
+
+/// etcd's snapshot, restored by rctl: rkv serves exactly what etcd served.
 #[test]
 fn etcd_snapshot_restores_into_rkv_with_every_revision() {
+    EtcdTools::each(etcd_snapshot_restores_into_rkv);
+}
+
+fn etcd_snapshot_restores_into_rkv(t: &EtcdTools) {
     let dir = tempdir();
-    let etcd = Etcd::start(dir.path());
-    let lease = workload(&etcd);
+    let etcd = Etcd::start_by(t, dir.path(), &[], |_, _| {});
+    let lease = workload(t, &etcd);
     let file = dir.path().join("etcd.snap");
-    snapshot_save(&etcd, &file);
-    let status = assert_same_status(&file);
+    snapshot_save(t, &etcd, &file);
+    let (status, version) = assert_same_status(t, &file);
     assert!(status["revision"].as_i64() > Some(COMPACT_AT), "{status}");
+    assert_etcd36_storage_version(version);
 
     let rkv_dir = dir.path().join("rkv");
     let run = rctl_restore(&file, &rkv_dir.join("data"), &[]);
     assert_eq!(run.code, 0, "{run:?}");
     let rkv = Rkv::start(&rkv_dir);
-    assert_same(&observe(&rkv, &lease), &observe(&etcd, &lease));
-    assert_eq!(next_write(&rkv), next_write(&etcd));
+    assert_same(&observe(t, &rkv, &lease), &observe(t, &etcd, &lease));
+    assert_eq!(next_write(t, &rkv), next_write(t, &etcd));
 }
 
 /// rkv's snapshot (saved with etcdctl), checked and restored by etcd's own etcdutl: etcd
 /// serves exactly what rkv served.
 #[test]
 fn rkv_snapshot_restores_into_etcd_with_every_revision() {
+    EtcdTools::each(rkv_snapshot_restores_into_etcd);
+}
+
+fn rkv_snapshot_restores_into_etcd(t: &EtcdTools) {
     let dir = tempdir();
     let rkv_dir = dir.path().join("rkv");
     std::fs::create_dir_all(&rkv_dir).unwrap_or_else(|e| panic!("{e}"));
     let rkv = Rkv::start(&rkv_dir);
-    let lease = workload(&rkv);
+    let lease = workload(t, &rkv);
     let file = dir.path().join("rkv.snap");
-    snapshot_save(&rkv, &file);
-    assert_same_status(&file);
-    let etcd = Etcd::start_prepared(dir.path(), &[], |data, peer| {
+    snapshot_save(t, &rkv, &file);
+    // rkv writes its snapshots as etcd 3.5 lays them out: no storage version.
+    let (_, version) = assert_same_status(t, &file);
+    assert!(version.is_none() || version == Some(Value::from("")), "{version:?}");
+    let etcd = Etcd::start_by(t, dir.path(), &[], |data, peer| {
         let cluster = format!("default={peer}");
-        let restore = etcdutl(&[
+        let restore = t.etcdutl(&[
             "snapshot",
             "restore",
             &file.display().to_string(),
@@ -85,23 +120,27 @@ fn rkv_snapshot_restores_into_etcd_with_every_revision() {
         ]);
         assert_eq!(restore.code, 0, "{restore:?}");
     });
-    assert_same(&observe(&etcd, &lease), &observe(&rkv, &lease));
-    assert_eq!(next_write(&etcd), next_write(&rkv));
+    assert_same(&observe(t, &etcd, &lease), &observe(t, &rkv, &lease));
+    assert_eq!(next_write(t, &etcd), next_write(t, &rkv));
 }
 
 /// A stopped etcd's `member/snap/db` has no hash trailer: like etcdutl, rctl wants
 /// --skip-hash-check for it, and then restores all of it.
 #[test]
 fn member_db_of_a_stopped_etcd_restores_with_skip_hash_check() {
+    EtcdTools::each(member_db_restores_with_skip_hash_check);
+}
+
+fn member_db_restores_with_skip_hash_check(t: &EtcdTools) {
     let dir = tempdir();
-    let etcd = Etcd::start(dir.path());
-    let lease = workload(&etcd);
-    let seen = observe(&etcd, &lease);
+    let etcd = Etcd::start_by(t, dir.path(), &[], |_, _| {});
+    let lease = workload(t, &etcd);
+    let seen = observe(t, &etcd, &lease);
     etcd.stop();
     let db = Etcd::data_dir(dir.path()).join("member/snap/db");
 
     let refused = rctl_restore(&db, &dir.path().join("refused"), &[]);
-    let etcd_refused = etcdutl(&[
+    let etcd_refused = t.etcdutl(&[
         "snapshot",
         "restore",
         &db.display().to_string(),
@@ -118,20 +157,25 @@ fn member_db_of_a_stopped_etcd_restores_with_skip_hash_check() {
     let run = rctl_restore(&db, &rkv_dir.join("data"), &["--skip-hash-check"]);
     assert_eq!(run.code, 0, "{run:?}");
     let rkv = Rkv::start(&rkv_dir);
-    assert_same(&observe(&rkv, &lease), &seen);
+    assert_same(&observe(t, &rkv, &lease), &seen);
 }
 
 /// `--bump-revision N --mark-compacted` (etcdutl 3.6): the restored member continues N
 /// revisions past the file's newest, and everything before that is compacted, so watchers and
-/// caches holding the old revisions start over.
+/// caches holding the old revisions start over. With etcd 3.6, etcd restored by its own etcdutl
+/// with the same flags answers the same.
 #[test]
 fn bump_revision_and_mark_compacted() {
+    EtcdTools::each(bump_revision_and_mark_compacted_against);
+}
+
+fn bump_revision_and_mark_compacted_against(t: &EtcdTools) {
     let dir = tempdir();
-    let etcd = Etcd::start(dir.path());
-    workload(&etcd);
+    let etcd = Etcd::start_by(t, dir.path(), &[], |_, _| {});
+    workload(t, &etcd);
     let file = dir.path().join("etcd.snap");
-    snapshot_save(&etcd, &file);
-    let newest = assert_same_status(&file)["revision"].as_i64().unwrap_or_default();
+    snapshot_save(t, &etcd, &file);
+    let newest = assert_same_status(t, &file).0["revision"].as_i64().unwrap_or_default();
 
     let alone = rctl_restore(&file, &dir.path().join("alone"), &["--mark-compacted"]);
     assert_eq!(alone.code, 1, "{alone:?}");
@@ -141,24 +185,59 @@ fn bump_revision_and_mark_compacted() {
     let run = rctl_restore(&file, &rkv_dir.join("data"), &["--bump-revision", "1000", "--mark-compacted"]);
     assert_eq!(run.code, 0, "{run:?}");
     let rkv = Rkv::start(&rkv_dir);
-    let now = json(&rkv, &["get", "k/", "--prefix"]);
+    let now = json(t, &rkv, &["get", "k/", "--prefix"]);
     assert_eq!(now["header"]["revision"].as_i64(), Some(newest + 1000), "{now}");
-    assert_eq!(now["kvs"], json(&etcd, &["get", "k/", "--prefix"])["kvs"]);
-    let old = etcdctl(&rkv, &[ROOT, "get", "k/01", "--rev", &newest.to_string()], None);
+    assert_eq!(now["kvs"], json(t, &etcd, &["get", "k/", "--prefix"])["kvs"]);
+    let old = t.etcdctl(&rkv, &[ROOT, "get", "k/01", "--rev", &newest.to_string()], None);
     assert_eq!(old.code, 1, "{old:?}");
     assert!(old.stderr.contains("required revision has been compacted"), "{old:?}");
-    assert_eq!(next_write(&rkv).as_i64(), Some(newest + 1001));
+
+    // etcdutl 3.5.1 has no --bump-revision; 3.6's does the same restore into etcd.
+    if t.is_v36() {
+        let bumped_dir = dir.path().join("bumped");
+        let bumped = Etcd::start_by(t, &bumped_dir, &[], |data, peer| {
+            let restore = t.etcdutl(&[
+                "snapshot",
+                "restore",
+                &file.display().to_string(),
+                "--data-dir",
+                &data.display().to_string(),
+                "--initial-cluster",
+                &format!("default={peer}"),
+                "--initial-advertise-peer-urls",
+                peer,
+                "--bump-revision",
+                "1000",
+                "--mark-compacted",
+            ]);
+            assert_eq!(restore.code, 0, "{restore:?}");
+        });
+        assert_eq!(now, json(t, &bumped, &["get", "k/", "--prefix"]), "bumped keys and revision");
+        let etcd_old = t.etcdctl(&bumped, &[ROOT, "get", "k/01", "--rev", &newest.to_string()], None);
+        assert_eq!(old, etcd_old, "a read below the bumped compaction");
+        let hash = |s: &dyn Server| {
+            let v = json(t, s, &["endpoint", "hashkv"]);
+            serde_json::json!([v[0]["HashKV"]["hash"], v[0]["HashKV"]["compact_revision"]])
+        };
+        assert_eq!(hash(&rkv), hash(&bumped), "HashKV (hash, compact revision) after the bump");
+        assert_eq!(next_write(t, &bumped).as_i64(), Some(newest + 1001));
+    }
+    assert_eq!(next_write(t, &rkv).as_i64(), Some(newest + 1001));
 }
 
 /// Damaged and foreign files: a clear error naming the file, no data dir left behind, never a
 /// panic.
 #[test]
 fn bad_snapshot_files_are_refused_without_a_trace() {
+    EtcdTools::each(bad_snapshot_files_are_refused);
+}
+
+fn bad_snapshot_files_are_refused(t: &EtcdTools) {
     let dir = tempdir();
-    let etcd = Etcd::start(dir.path());
-    workload(&etcd);
+    let etcd = Etcd::start_by(t, dir.path(), &[], |_, _| {});
+    workload(t, &etcd);
     let file = dir.path().join("etcd.snap");
-    snapshot_save(&etcd, &file);
+    snapshot_save(t, &etcd, &file);
     let good = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
     let body = &good[..good.len() - 32];
     let mut flipped = body.to_vec();

