@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{parse_initial_cluster, same_urls};
 use crate::etcd_files::import::{import, EtcdDb, ImportOptions};
 use crate::etcd_files::status::FileStatus;
+use crate::etcd_files::MappedFile;
 use crate::identity::{self, Identity};
 
 /// What `snapshot restore` takes (etcdutl's flags).
@@ -63,38 +64,10 @@ impl std::io::Seek for Counting<'_, '_> {
     }
 }
 
-/// A snapshot file mapped into memory: multi-gigabyte files are read page by page, never
-/// copied whole.
-pub struct MappedFile {
-    pub path: String,
-    map: Option<memmap2::Mmap>,
-}
-
-impl MappedFile {
-    pub fn open(path: &Path) -> Result<Self, String> {
-        let name = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| format!("open {name}: {e}"))?;
-        let len = file.metadata().map_err(|e| format!("{name}: {e}"))?.len();
-        // An empty file cannot be mapped; it is simply an invalid snapshot.
-        let map = if len == 0 {
-            None
-        } else {
-            // SAFETY: the map is read-only and private to this process; the restore reads a
-            // file nobody writes to while it runs (as etcdutl's bbolt does with its own mmap).
-            Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("mmap {name}: {e}"))?)
-        };
-        Ok(Self { path: name, map })
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        self.map.as_deref().unwrap_or(&[])
-    }
-}
-
 /// Checks the file, then writes the data dir; a bad file leaves nothing behind.
 /// `progress` hears (bytes imported, total) while the data dir is written.
 pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<Restored, String> {
-    let file = MappedFile::open(&req.snapshot)?;
+    let file = MappedFile::open(&req.snapshot).map_err(|e| e.to_string())?;
     let body = snapshot_body(file.bytes(), req.skip_hash_check)?;
     let etcd = if body.starts_with(RKV_MAGIC) {
         if req.import != ImportOptions::default() {
@@ -156,7 +129,7 @@ pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Resu
 
 /// `snapshot status` of a file, as etcdutl reports it (etcd's files) or from rkv's own format.
 pub fn status(path: &Path) -> Result<FileStatus, String> {
-    let file = MappedFile::open(path)?;
+    let file = MappedFile::open(path).map_err(|e| e.to_string())?;
     let bytes = file.bytes();
     let body = snapshot_body(bytes, true)?;
     if body.starts_with(RKV_MAGIC) {

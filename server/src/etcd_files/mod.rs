@@ -17,9 +17,12 @@
 
 pub mod export;
 pub mod import;
+mod mapped;
 pub mod replay;
 pub mod status;
 pub mod takeover;
+
+pub use mapped::MappedFile;
 
 pub const BUCKET_KEY: &[u8] = b"key";
 pub const BUCKET_META: &[u8] = b"meta";

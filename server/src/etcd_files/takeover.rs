@@ -68,7 +68,7 @@ pub fn take_over(data_dir: &Path, identity: Identity, bcrypt_cost: u32) -> Resul
     let file_err = |source| TakeoverError::File { dir: dir.clone(), source };
     let refused = |detail: String| TakeoverError::Refused { dir: dir.clone(), detail };
     let db_file = etcd_db_path(data_dir);
-    let mapped = crate::restore::MappedFile::open(&db_file).map_err(refused)?;
+    let mapped = super::MappedFile::open(&db_file).map_err(file_err)?;
     let src = EtcdDb::open(&mapped.path, mapped.bytes()).map_err(file_err)?;
     let mut members = 0usize;
     src.for_each(BUCKET_MEMBERS, |_, _| {
