@@ -177,9 +177,21 @@ fn bump_revision_and_mark_compacted_against(t: &EtcdTools) {
     snapshot_save(t, &etcd, &file);
     let newest = assert_same_status(t, &file).0["revision"].as_i64().unwrap_or_default();
 
-    let alone = rctl_restore(&file, &dir.path().join("alone"), &["--mark-compacted"]);
-    assert_eq!(alone.code, 1, "{alone:?}");
-    assert!(alone.stderr.contains("--mark-compacted requires --bump-revision"), "{alone:?}");
+    // etcdutl 3.6 takes the two flags only together, refused as bad arguments.
+    let alone_dir = dir.path().join("alone").display().to_string();
+    for flags in [&["--mark-compacted"][..], &["--bump-revision", "10"]] {
+        let alone = rctl_restore(&file, Path::new(&alone_dir), flags);
+        assert_eq!(alone.code, 128, "{alone:?}");
+        assert_eq!(alone.stderr, "Error: --mark-compacted required if --revision-bump > 0\n", "{alone:?}");
+        assert!(!Path::new(&alone_dir).exists());
+        if t.is_v36() {
+            let mut args =
+                vec!["snapshot", "restore", file.to_str().unwrap_or_default(), "--data-dir", &alone_dir];
+            args.extend_from_slice(flags);
+            let etcdutl = t.etcdutl(&args);
+            assert_eq!((etcdutl.code, etcdutl.stderr.as_str()), (alone.code, alone.stderr.as_str()));
+        }
+    }
 
     let rkv_dir = dir.path().join("rkv");
     let run = rctl_restore(&file, &rkv_dir.join("data"), &["--bump-revision", "1000", "--mark-compacted"]);
@@ -288,6 +300,25 @@ fn bad_snapshot_files_are_refused(t: &EtcdTools) {
     let run = rctl_restore(&path, &dir.path().join("damaged"), &[]);
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("expected sha256 ["), "{run:?}");
+
+    // A data dir that is not empty is refused with etcdutl's words; an empty one is used.
+    let taken = dir.path().join("taken");
+    std::fs::create_dir_all(&taken).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(taken.join("keep"), b"x").unwrap_or_else(|e| panic!("{e}"));
+    let ours = rctl_restore(&file, &taken, &[]);
+    let taken_arg = taken.display().to_string();
+    let theirs = t.etcdutl(&["snapshot", "restore", &file.display().to_string(), "--data-dir", &taken_arg]);
+    let last = |run: &CliRun| run.stderr.lines().last().unwrap_or_default().to_string();
+    assert_eq!((ours.code, last(&ours)), (theirs.code, last(&theirs)));
+    assert_eq!(last(&ours), format!("Error: data-dir {taken_arg:?} not empty or could not be read"));
+    assert!(taken.join("keep").exists());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap_or_else(|e| panic!("{e}"));
+    // Owner-only, as etcd and rkv require of a data dir.
+    let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
+    std::fs::set_permissions(&empty, private).unwrap_or_else(|e| panic!("{e}"));
+    let run = rctl_restore(&file, &empty, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
 }
 
 /// A valid bbolt file that is not etcd's: one bucket of another application.

@@ -28,15 +28,36 @@ fn version_and_unknown_flags() {
 #[test]
 fn a_data_dir_rkv_did_not_write_is_refused_untouched() {
     let dir = tempdir();
-    let data = dir.path().join("etcd-data");
-    std::fs::create_dir_all(data.join("member/snap")).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(data.join("member/snap/db"), b"bolt").unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().join("other-data");
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.join("app.db"), b"mine").unwrap_or_else(|e| panic!("{e}"));
     let out =
         rkv(&["--data-dir", data.to_str().unwrap_or_default(), "--listen-client-urls=http://127.0.0.1:0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not written by rkv"), "{out:?}");
     let entries: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
     assert_eq!(entries.len(), 1, "the foreign data dir must not be modified");
+    assert_eq!(std::fs::read(data.join("app.db")).unwrap_or_default(), b"mine");
+}
+
+/// An etcd data dir is taken over (tests/etcd_takeover.rs); one whose db is not a database is
+/// refused with the reason, and left as it was.
+#[test]
+fn an_etcd_data_dir_with_a_broken_db_is_refused_untouched() {
+    let dir = tempdir();
+    let data = dir.path().join("etcd-data");
+    std::fs::create_dir_all(data.join("member/snap")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.join("member/snap/db"), b"bolt").unwrap_or_else(|e| panic!("{e}"));
+    let out =
+        rkv(&["--data-dir", data.to_str().unwrap_or_default(), "--listen-client-urls=http://127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("taking over etcd data dir") && stderr.contains("member/snap/db: invalid database"),
+        "{out:?}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
+    assert_eq!(entries.len(), 1, "the etcd data dir must not be modified");
     assert_eq!(std::fs::read(data.join("member/snap/db")).unwrap_or_default(), b"bolt");
 }
 

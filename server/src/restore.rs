@@ -78,8 +78,13 @@ pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Resu
     } else {
         Some(EtcdDb::open(&file.path, body).map_err(|e| e.to_string())?)
     };
-    if req.data_dir.exists() {
-        return Err(format!("data-dir {:?} exists", req.data_dir.display().to_string()));
+    // As etcdutl: an empty directory may be restored into, anything else is refused.
+    let empty = std::fs::read_dir(&req.data_dir).map(|mut d| d.next().is_none());
+    if req.data_dir.exists() && !matches!(empty, Ok(true)) {
+        return Err(format!(
+            "data-dir {:?} not empty or could not be read",
+            req.data_dir.display().to_string()
+        ));
     }
     let members = parse_initial_cluster(&req.initial_cluster).map_err(|e| e.to_string())?;
     let Some((_, urls)) = members.iter().find(|(name, _)| *name == req.name) else {

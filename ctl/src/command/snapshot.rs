@@ -70,6 +70,9 @@ pub struct SnapshotTools {
     pub status: fn(&std::path::Path) -> Result<FileStatus, String>,
 }
 
+/// etcdutl 3.6's refusal of --bump-revision without --mark-compacted or the other way round.
+pub const MARK_COMPACTED_ALONE: &str = "--mark-compacted required if --revision-bump > 0";
+
 /// What `snapshot status` prints of a file.
 #[derive(Clone, Copy, Debug)]
 pub struct FileStatus {
@@ -152,6 +155,10 @@ pub fn run_offline(command: SnapshotCommand, format: Format, out: &mut Out) -> R
         SnapshotCommand::Restore(args) => {
             if args.filename.is_none() {
                 return Err(CtlError::bad_args("snapshot restore requires exactly one argument"));
+            }
+            // etcdutl 3.6 takes the two only together.
+            if (args.bump_revision > 0) != args.mark_compacted {
+                return Err(CtlError::bad_args(MARK_COMPACTED_ALONE));
             }
             let mut progress = Progress::new();
             let restored = (tools()?.restore)(&args, &mut |done, total| progress.show(done, total));

@@ -108,8 +108,9 @@ impl<'a> EtcdDb<'a> {
 /// the store refuses to open until the import has finished, so a bad file or a crash never
 /// leaves a store that looks complete.
 pub fn import(src: &EtcdDb<'_>, store: &Store, opts: ImportOptions) -> Result<LoadSummary, EtcdFileError> {
-    if opts.mark_compacted && opts.bump_revision == 0 {
-        return Err(EtcdFileError::Options("--mark-compacted requires --bump-revision".into()));
+    if (opts.bump_revision > 0) != opts.mark_compacted {
+        // etcdutl 3.6's rule and words: the two go together.
+        return Err(EtcdFileError::Options("--mark-compacted required if --revision-bump > 0".into()));
     }
     let mut load = store.bulk_load()?;
     let mut newest = None;
