@@ -144,3 +144,37 @@ fn takeover_of_a_damaged_db(t: &EtcdTools) {
     let rkv = rkv_on(&dir.path().join("rkv2"), &data, &peer_url);
     assert_eq!(ok(t, &rkv, &["get", "a", "--print-value-only"], None), "1\n");
 }
+
+/// rkv pointed at the data dir of an etcd that is still running refuses it (etcd holds its db
+/// locked) and writes nothing there.
+#[test]
+fn a_running_etcd_is_not_taken_over() {
+    EtcdTools::each(running_etcd_is_not_taken_over);
+}
+
+fn running_etcd_is_not_taken_over(t: &EtcdTools) {
+    let dir = tempdir();
+    let etcd = Etcd::start_by(t, dir.path(), &[], |_, _| {});
+    ok(t, &etcd, &["put", "a", "1"], None);
+    let data = Etcd::data_dir(dir.path());
+    let before: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
+    let run_dir = dir.path().join("rkv");
+    std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("{e}"));
+    let peer_url = etcd.peer_url.clone();
+    let mut rkv = Rkv::new(
+        &run_dir,
+        &[
+            &format!("--initial-advertise-peer-urls={peer_url}"),
+            &format!("--initial-cluster=default={peer_url}"),
+        ],
+    );
+    rkv.data_dir = data.clone();
+    rkv.launch();
+    let status = rkv.child.as_mut().and_then(|c| c.wait().ok()).unwrap_or_else(|| panic!("rkv did not exit"));
+    assert!(!status.success());
+    let log = rkv.log_text();
+    assert!(log.contains("etcd is still running on it"), "{log}");
+    let after: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
+    assert_eq!(after.len(), before.len(), "nothing written beside etcd's files");
+    assert_eq!(ok(t, &etcd, &["get", "a", "--print-value-only"], None), "1\n", "etcd serves on");
+}

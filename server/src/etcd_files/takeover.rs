@@ -68,6 +68,14 @@ pub fn take_over(data_dir: &Path, identity: Identity, bcrypt_cost: u32) -> Resul
     let file_err = |source| TakeoverError::File { dir: dir.clone(), source };
     let refused = |detail: String| TakeoverError::Refused { dir: dir.clone(), detail };
     let db_file = etcd_db_path(data_dir);
+    let _lock = lock_db(&db_file).map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => {
+            refused(format!("etcd is still running on it ({} is locked): stop etcd first", db_file.display()))
+        }
+        std::fs::TryLockError::Error(source) => {
+            file_err(EtcdFileError::Io { path: db_file.display().to_string(), source })
+        }
+    })?;
     let mapped = super::MappedFile::open(&db_file).map_err(file_err)?;
     let src = EtcdDb::open(&mapped.path, mapped.bytes()).map_err(file_err)?;
     let mut members = 0usize;
@@ -137,6 +145,14 @@ pub fn take_over(data_dir: &Path, identity: Identity, bcrypt_cost: u32) -> Resul
          after its consistent index; etcd's files are unchanged"
     );
     Ok(identity)
+}
+
+/// A shared lock on etcd's db for as long as the import runs. A running etcd holds bbolt's
+/// exclusive lock on it, so a live member is refused, and an etcd started meanwhile waits.
+fn lock_db(db_file: &Path) -> Result<std::fs::File, std::fs::TryLockError> {
+    let file = std::fs::File::open(db_file).map_err(std::fs::TryLockError::Error)?;
+    file.try_lock_shared()?;
+    Ok(file)
 }
 
 /// Applies the committed entries after the db's consistent index; returns how many.
