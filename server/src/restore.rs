@@ -67,7 +67,11 @@ impl std::io::Seek for Counting<'_, '_> {
 /// Checks the file, then writes the data dir; a bad file leaves nothing behind.
 /// `progress` hears (bytes imported, total) while the data dir is written.
 pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<Restored, String> {
-    let file = MappedFile::open(&req.snapshot).map_err(|e| e.to_string())?;
+    if req.snapshot.is_dir() {
+        // etcdutl opens the path and fails on its first read.
+        return Err(format!("read {}: is a directory", req.snapshot.display()));
+    }
+    let file = MappedFile::open(&req.snapshot).map_err(|e| go_file_error("open", &req.snapshot, e))?;
     let body = snapshot_body(file.bytes(), req.skip_hash_check)?;
     let etcd = if body.starts_with(RKV_MAGIC) {
         if req.import != ImportOptions::default() {
@@ -134,7 +138,9 @@ pub fn restore(req: &RestoreRequest, progress: &mut dyn FnMut(u64, u64)) -> Resu
 
 /// `snapshot status` of a file, as etcdutl reports it (etcd's files) or from rkv's own format.
 pub fn status(path: &Path) -> Result<FileStatus, String> {
-    let file = MappedFile::open(path).map_err(|e| e.to_string())?;
+    // etcdutl stats the file first.
+    std::fs::metadata(path).map_err(|e| format!("stat {}: {}", path.display(), go_io_error(&e)))?;
+    let file = MappedFile::open(path).map_err(|e| go_file_error("open", path, e))?;
     let bytes = file.bytes();
     let body = snapshot_body(bytes, true)?;
     if body.starts_with(RKV_MAGIC) {
@@ -171,6 +177,27 @@ fn snapshot_body(bytes: &[u8], skip_hash_check: bool) -> Result<&[u8], String> {
         }
     }
     Ok(body)
+}
+
+/// A file that cannot be opened, in the words of Go's os package (`open F: no such file or
+/// directory`), as etcdutl reports it; other errors as they are.
+fn go_file_error(op: &str, path: &Path, e: crate::etcd_files::EtcdFileError) -> String {
+    match e {
+        crate::etcd_files::EtcdFileError::Io { source, .. } => {
+            format!("{op} {}: {}", path.display(), go_io_error(&source))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The text Go gives the common errno values (Rust adds "(os error N)" and capitals).
+fn go_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// A byte slice as Go's `%v` prints it (`[1 2 3]`), as etcdutl's messages show hashes.

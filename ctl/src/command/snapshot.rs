@@ -56,6 +56,14 @@ pub struct RestoreArgs {
     /// --bump-revision > 0, etcdutl 3.6).
     #[arg(long)]
     pub mark_compacted: bool,
+    /// Accepted for etcdutl's command lines; rkv keeps its raft log inside its store, so there is
+    /// no separate WAL directory.
+    #[arg(long)]
+    pub wal_dir: Option<PathBuf>,
+    /// Accepted for etcdutl 3.6's command lines; rkv's store does not map a file (bbolt's
+    /// initial mmap size has no counterpart).
+    #[arg(long)]
+    pub initial_memory_map_size: Option<u64>,
 }
 
 /// What reading and restoring snapshot files needs from the storage layer, which this crate
@@ -159,6 +167,9 @@ pub fn run_offline(command: SnapshotCommand, format: Format, out: &mut Out) -> R
             // etcdutl 3.6 takes the two only together.
             if (args.bump_revision > 0) != args.mark_compacted {
                 return Err(CtlError::bad_args(MARK_COMPACTED_ALONE));
+            }
+            if let Some(dir) = &args.wal_dir {
+                eprintln!("--wal-dir {} ignored: rkv keeps its raft log in its data dir", dir.display());
             }
             let mut progress = Progress::new();
             let restored = (tools()?.restore)(&args, &mut |done, total| progress.show(done, total));

@@ -16,7 +16,11 @@ impl MappedFile {
         let name = path.display().to_string();
         let io = |source| EtcdFileError::Io { path: name.clone(), source };
         let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        if meta.is_dir() {
+            return Err(io(std::io::ErrorKind::IsADirectory.into()));
+        }
+        let len = meta.len();
         // An empty file cannot be mapped; it is simply an invalid snapshot.
         let map = if len == 0 {
             None
