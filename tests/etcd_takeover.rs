@@ -100,7 +100,8 @@ fn killed_etcd_data_dir_is_taken_over(t: &EtcdTools) {
 }
 
 /// A data dir whose db cannot be read is refused with an error naming it, and nothing is
-/// written into it; once the db is whole again the takeover goes through.
+/// written into it; once the db is whole again the takeover goes through, over the remains of
+/// an interrupted one.
 #[test]
 fn takeover_of_a_damaged_db_writes_nothing() {
     EtcdTools::each(takeover_of_a_damaged_db);
@@ -139,10 +140,26 @@ fn takeover_of_a_damaged_db(t: &EtcdTools) {
     assert!(!log.contains("panicked"), "{log}");
     assert_eq!(digest_tree(&data), before, "nothing written into a dir that could not be taken over");
 
-    // With the db repaired, the import goes through.
+    // With the db repaired, the import goes through, even over what an import cut short (a
+    // crash, a full disk) left: a store whose bulk load never finished, and no marker.
     std::fs::write(&db, &good).unwrap_or_else(|e| panic!("{e}"));
+    {
+        let leftover = rkv_storage::Store::open(data.join("db")).unwrap_or_else(|e| panic!("{e}"));
+        let mut load = leftover.bulk_load().unwrap_or_else(|e| panic!("{e}"));
+        let kv = rkv_proto::mvccpb::KeyValue {
+            key: b"half".to_vec(),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            ..Default::default()
+        };
+        load.history(rkv_storage::Revision::new(2, 0), false, &prost::Message::encode_to_vec(&kv))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     let rkv = rkv_on(&dir.path().join("rkv2"), &data, &peer_url);
+    assert!(rkv.log_text().contains("removing the store of an interrupted takeover"), "{}", rkv.log_text());
     assert_eq!(ok(t, &rkv, &["get", "a", "--print-value-only"], None), "1\n");
+    assert_eq!(ok(t, &rkv, &["get", "half", "--print-value-only"], None), "");
 }
 
 /// rkv pointed at the data dir of an etcd that is still running refuses it (etcd holds its db

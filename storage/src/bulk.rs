@@ -235,3 +235,64 @@ impl Export<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyRange, RangeOptions};
+
+    fn kv(key: &[u8], rev: i64) -> Vec<u8> {
+        KeyValue {
+            key: key.to_vec(),
+            create_revision: rev,
+            mod_revision: rev,
+            version: 1,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn an_unfinished_load_refuses_to_open_and_a_finished_one_serves() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Io { path: "tmp".into(), source: e })?;
+        {
+            let store = Store::open(dir.path())?;
+            let mut load = store.bulk_load()?;
+            load.history(Revision::new(2, 0), false, &kv(b"a", 2))?;
+        }
+        let refused = Store::open(dir.path()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("interrupted"), "{refused}");
+
+        let fresh = tempfile::tempdir().map_err(|e| StorageError::Io { path: "tmp".into(), source: e })?;
+        let store = Store::open(fresh.path())?;
+        let mut load = store.bulk_load()?;
+        load.history(Revision::new(2, 0), false, &kv(b"a", 2))?;
+        // Out of order and negative revisions are refused.
+        assert!(load.history(Revision::new(2, 0), false, &kv(b"a", 2)).is_err());
+        assert!(load.history(Revision::new(-3, 0), false, &kv(b"a", 2)).is_err());
+        // An etcd tombstone holds the key only; rkv keeps its revision with it.
+        load.history(
+            Revision::new(3, 0),
+            true,
+            &KeyValue { key: b"a".to_vec(), ..Default::default() }.encode_to_vec(),
+        )?;
+        load.history(Revision::new(5, 0), false, &kv(b"b", 5))?;
+        load.lease(7, 60)?;
+        let summary = load.finish(None, Some(4))?;
+        assert_eq!(summary, LoadSummary { current_rev: 5, compact_rev: 4, history: 3, leases: 1 });
+        drop(store);
+        let store = Store::open(fresh.path())?;
+        assert_eq!(store.current_revision()?, 5);
+        assert_eq!(store.compacted_revision()?, 4);
+        assert!(matches!(
+            store.range(KeyRange::Single(b"a"), RangeOptions { rev: 3, ..Default::default() }),
+            Err(StorageError::Compacted)
+        ));
+        let b = store.range(KeyRange::Single(b"b"), RangeOptions::default())?;
+        assert_eq!(b.kvs.len(), 1);
+        assert_eq!(store.leases()?, vec![(7, 60)]);
+        // A load goes only into an empty store.
+        assert!(store.bulk_load().is_err());
+        Ok(())
+    }
+}
