@@ -116,8 +116,71 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// One round's figures, rkv's and etcd's side by side: (name, unit, rkv, etcd).
+type Round = Vec<(&'static str, &'static str, f64, f64)>;
+
+/// Restores `db` with rctl and with etcdutl under `dir`, starts both members, saves a snapshot
+/// from each.
+fn round(db: &Path, dir: &Path, keys: usize) -> Round {
+    let db_arg = db.display().to_string();
+    let rkv_data = dir.join("rkv").join("data");
+    std::fs::create_dir_all(dir.join("rkv")).unwrap_or_else(|e| panic!("{e}"));
+    let rkv_restore = timed(
+        env!("CARGO_BIN_EXE_rctl"),
+        &["snapshot", "restore", &db_arg, "--skip-hash-check", "--data-dir", &rkv_data.display().to_string()],
+    );
+    let mut etcd_restore = None;
+    let etcd = Etcd::start_prepared(dir, &[], |data, peer| {
+        let cluster = format!("default={peer}");
+        let data = data.display().to_string();
+        etcd_restore = Some(timed(
+            "etcdutl",
+            &[
+                "snapshot",
+                "restore",
+                &db_arg,
+                "--skip-hash-check",
+                "--data-dir",
+                &data,
+                "--initial-cluster",
+                &cluster,
+                "--initial-advertise-peer-urls",
+                peer,
+            ],
+        ));
+    });
+    let etcd_restore = etcd_restore.unwrap_or_else(|| panic!("etcd was not restored"));
+    let rkv = Rkv::start(&dir.join("rkv"));
+    for server in [&rkv as &dyn Server, &etcd] {
+        let count = etcdctl(server, &["get", "/bench/", "--prefix", "--count-only", "-w", "fields"], None);
+        assert!(count.stdout.contains(&format!("\"Count\" : {keys}")), "{count:?}");
+    }
+    let rkv_pid = rkv.child.as_ref().map(|c| c.id()).unwrap_or_else(|| panic!("rkv is not running"));
+    let (rkv_save, rkv_before, rkv_peak) = save(&rkv, rkv_pid, &dir.join("rkv.snap"));
+    let (etcd_save, etcd_before, etcd_peak) = save(&etcd, etcd.pid(), &dir.join("etcd.snap"));
+    vec![
+        ("restore time", "s", rkv_restore.elapsed.as_secs_f64(), etcd_restore.elapsed.as_secs_f64()),
+        ("restore peak RSS", "MiB", mib(rkv_restore.peak_rss_kib), mib(etcd_restore.peak_rss_kib)),
+        ("snapshot save time", "s", rkv_save.as_secs_f64(), etcd_save.as_secs_f64()),
+        (
+            "server RSS growth during the save",
+            "MiB",
+            mib(rkv_peak.saturating_sub(rkv_before)),
+            mib(etcd_peak.saturating_sub(etcd_before)),
+        ),
+        ("server RSS before the save", "MiB", mib(rkv_before), mib(etcd_before)),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     let keys: usize = std::env::var("RKV_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let rounds: usize =
+        std::env::var("RKV_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let dir = tempdir();
     let db = dir.path().join("etcd.db");
     let started = Instant::now();
@@ -128,56 +191,34 @@ fn main() {
         size as f64 / 1048576.0,
         started.elapsed()
     );
-
-    let db_arg = db.display().to_string();
-    let rkv_data = dir.path().join("rkv").join("data");
-    std::fs::create_dir_all(dir.path().join("rkv")).unwrap_or_else(|e| panic!("{e}"));
-    let rkv_restore = timed(
-        env!("CARGO_BIN_EXE_rctl"),
-        &["snapshot", "restore", &db_arg, "--skip-hash-check", "--data-dir", &rkv_data.display().to_string()],
-    );
-    let mut etcd_restore = None;
-    let etcd = Etcd::start_prepared(dir.path(), &[], |data, peer| {
-        let cluster = format!("default={peer}");
-        etcd_restore = Some(timed(
-            "etcdutl",
-            &[
-                "snapshot",
-                "restore",
-                &db_arg,
-                "--skip-hash-check",
-                "--data-dir",
-                &data.display().to_string(),
-                "--initial-cluster",
-                &cluster,
-                "--initial-advertise-peer-urls",
-                peer,
-            ],
-        ));
-    });
-    let etcd_restore = etcd_restore.unwrap_or_else(|| panic!("etcd was not restored"));
-    let rkv = Rkv::start(&dir.path().join("rkv"));
-    for server in [&rkv as &dyn Server, &etcd] {
-        let count = etcdctl(server, &["get", "/bench/", "--prefix", "--count-only", "-w", "fields"], None);
-        assert!(count.stdout.contains(&format!("\"Count\" : {keys}")), "{count:?}");
-    }
-    let rkv_pid = rkv.child.as_ref().map(|c| c.id()).unwrap_or_else(|| panic!("rkv is not running"));
-    let (rkv_save, rkv_before, rkv_peak) = save(&rkv, rkv_pid, &dir.path().join("rkv.snap"));
-    let (etcd_save, etcd_before, etcd_peak) = save(&etcd, etcd.pid(), &dir.path().join("etcd.snap"));
-
-    println!("| {keys} keys | rkv | etcd 3.5 | rkv/etcd |");
+    let results: Vec<Round> = (0..rounds)
+        .map(|i| {
+            let round_dir = dir.path().join(format!("round-{i}"));
+            std::fs::create_dir_all(&round_dir).unwrap_or_else(|e| panic!("{e}"));
+            let figures = round(&db, &round_dir, keys);
+            // Each round's data dirs go, so the disk holds one round at a time.
+            let _ = std::fs::remove_dir_all(&round_dir);
+            figures
+        })
+        .collect();
+    println!("| {keys} keys, median of {rounds} (min-max) | rkv | etcd 3.5 | rkv/etcd |");
     println!("|---|---|---|---|");
-    let row = |what: &str, r: f64, e: f64, unit: &str| {
-        println!("| {what} | {r:.2} {unit} | {e:.2} {unit} | {:.2}x |", r / e);
-    };
-    row("restore time", rkv_restore.elapsed.as_secs_f64(), etcd_restore.elapsed.as_secs_f64(), "s");
-    row("restore peak RSS", mib(rkv_restore.peak_rss_kib), mib(etcd_restore.peak_rss_kib), "MiB");
-    row("snapshot save time", rkv_save.as_secs_f64(), etcd_save.as_secs_f64(), "s");
-    row(
-        "server RSS growth during the save",
-        mib(rkv_peak.saturating_sub(rkv_before)),
-        mib(etcd_peak.saturating_sub(etcd_before)).max(0.01),
-        "MiB",
-    );
-    row("server RSS before the save", mib(rkv_before), mib(etcd_before), "MiB");
+    for (i, (what, unit, _, _)) in results[0].iter().enumerate() {
+        let rkv: Vec<f64> = results.iter().map(|r| r[i].2).collect();
+        let etcd: Vec<f64> = results.iter().map(|r| r[i].3).collect();
+        let ratios: Vec<f64> = results.iter().map(|r| r[i].2 / r[i].3.max(0.01)).collect();
+        let span = |v: &[f64]| {
+            let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            format!("({lo:.2}-{hi:.2})")
+        };
+        println!(
+            "| {what} | {:.2} {unit} {} | {:.2} {unit} {} | {:.2}x {} |",
+            median(rkv.clone()),
+            span(&rkv),
+            median(etcd.clone()),
+            span(&etcd),
+            median(ratios.clone()),
+            span(&ratios)
+        );
+    }
 }

@@ -3,8 +3,9 @@
 //! consistent point in time.
 //!
 //! A bulk load writes in bounded batches, so the first one marks the store as being loaded and
-//! only the last one, fsynced, clears the mark together with the revisions: a store whose load
-//! was interrupted (kill -9, full disk) refuses to open instead of serving part of the data.
+//! only the last one, fsynced after the data itself is flushed, clears the mark together with
+//! the revisions: a store whose load was interrupted (kill -9, full disk) refuses to open
+//! instead of serving part of the data.
 
 use prost::Message;
 use rkv_proto::mvccpb::KeyValue;
@@ -53,7 +54,10 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, META_LOAD_INCOMPLETE, b"1");
-        self.db.write(batch)?;
+        // Durable before any data: whatever of the data reaches disk, the mark is there.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
         Ok(BulkLoad {
             store: self,
             batch: WriteBatch::default(),
@@ -107,8 +111,18 @@ impl BulkLoad<'_> {
 
     fn flush_if_full(&mut self) -> Result<()> {
         if self.batch.size_in_bytes() >= BATCH_BYTES {
-            self.store.db.write(std::mem::take(&mut self.batch))?;
+            self.write_unlogged()?;
         }
+        Ok(())
+    }
+
+    /// Writes the batch without RocksDB's WAL: the data goes to disk once, when memtables are
+    /// flushed, instead of twice. A crash before `finish` loses it, and the store, still
+    /// marked as being loaded, refuses to open, so nothing half-loaded is ever served.
+    fn write_unlogged(&mut self) -> Result<()> {
+        let mut opts = WriteOptions::default();
+        opts.disable_wal(true);
+        self.store.db.write_opt(std::mem::take(&mut self.batch), &opts)?;
         Ok(())
     }
 
@@ -121,15 +135,24 @@ impl BulkLoad<'_> {
         let compact_rev = scheduled.map_or(finished, |s| s.max(finished));
         let current_rev = self.newest.max(compact_rev);
         let meta = self.store.cf(CF_META)?;
-        self.batch.put_cf(meta, META_CURRENT_REV, current_rev.to_be_bytes());
+        // What was written without the WAL reaches disk (flushed, fsynced SST files) before
+        // the mark goes, in a logged and synced batch.
+        self.write_unlogged()?;
+        let cfs = [CF_KV, CF_LEASE, CF_CLUSTER, CF_META].map(|name| self.store.cf(name));
+        let cfs = cfs.into_iter().collect::<Result<Vec<_>>>()?;
+        let mut flush = rocksdb::FlushOptions::default();
+        flush.set_wait(true);
+        self.store.db.flush_cfs_opt(&cfs, &flush)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, META_CURRENT_REV, current_rev.to_be_bytes());
         if compact_rev != NEVER_COMPACTED {
-            self.batch.put_cf(meta, META_COMPACT_REV, compact_rev.to_be_bytes());
-            self.batch.put_cf(meta, META_FINISHED_COMPACT_REV, finished.to_be_bytes());
+            batch.put_cf(meta, META_COMPACT_REV, compact_rev.to_be_bytes());
+            batch.put_cf(meta, META_FINISHED_COMPACT_REV, finished.to_be_bytes());
         }
-        self.batch.delete_cf(meta, META_LOAD_INCOMPLETE);
+        batch.delete_cf(meta, META_LOAD_INCOMPLETE);
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
-        self.store.db.write_opt(std::mem::take(&mut self.batch), &opts)?;
+        self.store.db.write_opt(batch, &opts)?;
         self.store.reload()?;
         let loaded = LoadSummary {
             current_rev: self.store.current_revision()?,
