@@ -131,21 +131,15 @@ fn auth_request(
     } else if let Some(x) = r.auth_disable.take() {
         AuthRequest::Disable(x)
     } else if let Some(mut x) = r.auth_user_add.take() {
-        let no_password = x.options.as_ref().is_some_and(|o| o.no_password);
-        if x.hashed_password.is_empty() && !x.password.is_empty() && !no_password {
-            x.hashed_password = bcrypt::hash(&x.password, bcrypt_cost)
-                .map_err(|e| ReplayError::Password { index, user: x.name.clone(), detail: e.to_string() })?;
+        if !x.options.as_ref().is_some_and(|o| o.no_password) {
+            hash_plain_password(index, &x.name, &mut x.password, &mut x.hashed_password, bcrypt_cost)?;
         }
         x.password.clear();
         AuthRequest::UserAdd(x)
     } else if let Some(x) = r.auth_user_delete.take() {
         AuthRequest::UserDelete(x)
     } else if let Some(mut x) = r.auth_user_change_password.take() {
-        if x.hashed_password.is_empty() && !x.password.is_empty() {
-            x.hashed_password = bcrypt::hash(&x.password, bcrypt_cost)
-                .map_err(|e| ReplayError::Password { index, user: x.name.clone(), detail: e.to_string() })?;
-        }
-        x.password.clear();
+        hash_plain_password(index, &x.name, &mut x.password, &mut x.hashed_password, bcrypt_cost)?;
         AuthRequest::UserChangePassword(x)
     } else if let Some(x) = r.auth_user_grant_role.take() {
         AuthRequest::UserGrantRole(x)
@@ -162,4 +156,67 @@ fn auth_request(
     } else {
         return Ok(None);
     }))
+}
+
+/// etcd 3.4 logged a new password in plain text and hashed it when applying; 3.5 and later log
+/// the bcrypt hash. rkv applies hashes only: hash a plain one here, and never keep it.
+fn hash_plain_password(
+    index: u64,
+    user: &str,
+    password: &mut String,
+    hashed: &mut String,
+    bcrypt_cost: u32,
+) -> Result<(), ReplayError> {
+    if hashed.is_empty() && !password.is_empty() {
+        *hashed = bcrypt::hash(password.as_str(), bcrypt_cost).map_err(|e| ReplayError::Password {
+            index,
+            user: user.to_string(),
+            detail: e.to_string(),
+        })?;
+    }
+    password.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn entry(r: InternalRaftRequest) -> Vec<u8> {
+        r.encode_to_vec()
+    }
+
+    #[test]
+    fn logged_requests_map_to_commands_with_their_proposer() {
+        let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+        let header = RequestHeader { id: 9, username: "alice".into(), auth_revision: 4 };
+        let data =
+            entry(InternalRaftRequest { header: Some(header), put: Some(put.clone()), ..Default::default() });
+        let proposed = command(7, &data, 4).ok().flatten().unwrap_or_else(|| panic!("no command"));
+        assert!(matches!(&proposed.command, Command::Put(p) if *p == put));
+        assert_eq!(proposed.by, Some(AuthInfo { username: "alice".into(), revision: 4 }));
+
+        // A leader's empty entry and requests rkv keeps nothing of (a range) are skipped.
+        assert!(command(8, &[], 4).ok().flatten().is_none());
+        let range = rkv_proto::etcdserverpb::RangeRequest { key: b"k".to_vec(), ..Default::default() };
+        let mut raw = InternalRaftRequest::default().encode_to_vec();
+        prost::encoding::message::encode(3, &range, &mut raw);
+        assert!(command(9, &raw, 4).ok().flatten().is_none());
+        // Bytes that are not a request are an error naming the entry.
+        let err = command(10, &[0xff, 0xff, 0xff], 4).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.starts_with("entry 10:"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_password_logged_by_etcd_3_4_is_hashed_and_dropped() {
+        let add = AuthUserAddRequest { name: "bob".into(), password: "secret".into(), ..Default::default() };
+        let data = entry(InternalRaftRequest { auth_user_add: Some(add), ..Default::default() });
+        let proposed = command(3, &data, 4).ok().flatten().unwrap_or_else(|| panic!("no command"));
+        let Command::Auth(AuthRequest::UserAdd(x)) = proposed.command else { panic!("not a user add") };
+        assert!(x.password.is_empty());
+        assert!(bcrypt::verify("secret", &x.hashed_password).unwrap_or(false));
+        assert_eq!(proposed.by, None);
+    }
 }
