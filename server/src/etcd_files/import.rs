@@ -56,6 +56,15 @@ impl<'a> EtcdDb<'a> {
         EtcdFileError::Schema { path: self.path.clone(), detail }
     }
 
+    /// A history entry the store refused: the file's fault if the entry is malformed or out
+    /// of order, the store's otherwise.
+    fn history_error(&self, e: rkv_storage::StorageError) -> EtcdFileError {
+        match e {
+            rkv_storage::StorageError::Corrupt(detail) => self.schema(detail),
+            other => other.into(),
+        }
+    }
+
     pub fn bucket(&self, name: &[u8]) -> Result<Option<Bucket<'a>>, EtcdFileError> {
         self.db.bucket(name).map_err(|e| self.bbolt(e))
     }
@@ -117,7 +126,7 @@ pub fn import(src: &EtcdDb<'_>, store: &Store, opts: ImportOptions) -> Result<Lo
     src.for_each(BUCKET_KEY, |k, v| {
         let (rev, tombstone) = Revision::decode_etcd(k)
             .ok_or_else(|| src.schema(format!("bad revision key {k:?} in the key bucket")))?;
-        load.history(rev, tombstone, v).map_err(|e| src.schema(e.to_string()))?;
+        load.history(rev, tombstone, v).map_err(|e| src.history_error(e))?;
         newest = Some(rev);
         Ok(())
     })?;
@@ -149,7 +158,7 @@ pub fn import(src: &EtcdDb<'_>, store: &Store, opts: ImportOptions) -> Result<Lo
                     opts.bump_revision
                 ))
             })?;
-        load.history(bumped, false, &[]).map_err(|e| src.schema(e.to_string()))?;
+        load.history(bumped, false, &[]).map_err(|e| src.history_error(e))?;
         info!(from = latest.main, to = bumped.main, "bumped the revision");
         if opts.mark_compacted {
             scheduled = Some(bumped.main);
