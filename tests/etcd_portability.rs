@@ -1,11 +1,11 @@
-//! Data portability with etcd 3.5 and 3.6: etcd's snapshot files and the `member/snap/db` of a
+//! Data portability with etcd 3.5, 3.6 and 3.7: etcd's snapshot files and the `member/snap/db` of a
 //! stopped etcd restored into rkv with `rctl snapshot restore`, and rkv's snapshots restored into
 //! etcd with etcd's own `etcdutl snapshot restore`. Each side is observed through the etcdctl of
 //! the release compared with and the observations compared field by field: the keys at every
 //! revision from the compaction on (with create and mod revisions, versions and leases), the
 //! compaction error below it, HashKV, leases with their TTLs and keys, users, roles and the auth
 //! switch and revision, and the revision the next write gets. Every test runs against etcd 3.5
-//! (PATH) and then etcd 3.6 (`RKV_ETCD36_BIN`, see `EtcdTools::each`).
+//! (PATH), then etcd 3.6 (`RKV_ETCD36_BIN`) and etcd 3.7 (`RKV_ETCD37_BIN`, see `EtcdTools::each`).
 
 mod common;
 
@@ -21,10 +21,10 @@ fn snapshot_save(t: &EtcdTools, s: &dyn Server, file: &Path) {
 
 /// etcdutl's and rctl's `snapshot status -w json` of one file agree; returns etcdutl's answer
 /// and, from etcdutl 3.6, the storage version it also prints. rctl answers as etcdutl 3.5 does;
-/// etcdutl 3.6 differs in two fields, compared no further here:
+/// etcdutl 3.6 and 3.7 differ in two fields, compared no further here:
 /// - `version`: the file's storage version (the meta bucket's `storageVersion`), which rctl
 ///   does not print;
-/// - `totalKey`: etcdutl 3.6 counts the keys live at the file's revision, etcdutl 3.5 and rctl
+/// - `totalKey`: etcdutl 3.6 and 3.7 count the keys live at the file's revision, etcdutl 3.5 and rctl
 ///   count the entries of all buckets.
 fn assert_same_status(t: &EtcdTools, file: &Path) -> (Value, Option<Value>) {
     let path = file.display().to_string();
@@ -36,9 +36,10 @@ fn assert_same_status(t: &EtcdTools, file: &Path) -> (Value, Option<Value>) {
         serde_json::from_str(want.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {want:?}"));
     let mut got: Value = serde_json::from_str(got.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {got:?}"));
     let mut version = None;
-    if let (Value::Object(want), Value::Object(got), true) = (&mut want, &mut got, t.is_v36()) {
-        version =
-            Some(want.remove("version").unwrap_or_else(|| panic!("etcdutl 3.6 prints a version: {want:?}")));
+    if let (Value::Object(want), Value::Object(got), true) = (&mut want, &mut got, t.at_least_36()) {
+        version = Some(
+            want.remove("version").unwrap_or_else(|| panic!("etcdutl {} prints a version: {want:?}", t.name)),
+        );
         for m in [want, got] {
             m.remove("totalKey").unwrap_or_else(|| panic!("no totalKey: {m:?}"));
         }
@@ -55,11 +56,13 @@ fn rctl_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> CliRun {
     rctl(&common::Url(NO_SERVER.into()), &args, None)
 }
 
-/// etcd 3.6 stamps its backend with its storage version right after it starts (long before the
-/// workload's snapshot), so the 3.6 half restores a file that carries a `storageVersion`.
-fn assert_etcd36_storage_version(version: Option<Value>) {
+/// etcd 3.6 and 3.7 stamp their backend with their storage version (3.6.0, 3.7.0) right after
+/// they start (long before the workload's snapshot), so their halves restore a file that
+/// carries a `storageVersion`.
+fn assert_etcd_storage_version(t: &EtcdTools, version: Option<Value>) {
     if let Some(v) = version {
-        assert_eq!(v, "3.6.0", "storage version of etcd 3.6's snapshot");
+        let want = if t.is_v37() { "3.7.0" } else { "3.6.0" };
+        assert_eq!(v, want, "storage version of {}'s snapshot", t.name);
     }
 }
 
@@ -77,7 +80,7 @@ fn etcd_snapshot_restores_into_rkv(t: &EtcdTools) {
     snapshot_save(t, &etcd, &file);
     let (status, version) = assert_same_status(t, &file);
     assert!(status["revision"].as_i64() > Some(COMPACT_AT), "{status}");
-    assert_etcd36_storage_version(version);
+    assert_etcd_storage_version(t, version);
 
     let rkv_dir = dir.path().join("rkv");
     let run = rctl_restore(&file, &rkv_dir.join("data"), &[]);
@@ -160,9 +163,9 @@ fn member_db_restores_with_skip_hash_check(t: &EtcdTools) {
     assert_same(&observe(t, &rkv, &lease), &seen);
 }
 
-/// `--bump-revision N --mark-compacted` (etcdutl 3.6): the restored member continues N
+/// `--bump-revision N --mark-compacted` (etcdutl 3.6 and 3.7): the restored member continues N
 /// revisions past the file's newest, and everything before that is compacted, so watchers and
-/// caches holding the old revisions start over. With etcd 3.6, etcd restored by its own etcdutl
+/// caches holding the old revisions start over. With etcd 3.6 and 3.7, etcd restored by its own etcdutl
 /// with the same flags answers the same.
 #[test]
 fn bump_revision_and_mark_compacted() {
@@ -177,14 +180,14 @@ fn bump_revision_and_mark_compacted_against(t: &EtcdTools) {
     snapshot_save(t, &etcd, &file);
     let newest = assert_same_status(t, &file).0["revision"].as_i64().unwrap_or_default();
 
-    // etcdutl 3.6 takes the two flags only together, refused as bad arguments.
+    // etcdutl 3.6 and 3.7 take the two flags only together, refused as bad arguments.
     let alone_dir = dir.path().join("alone").display().to_string();
     for flags in [&["--mark-compacted"][..], &["--bump-revision", "10"]] {
         let alone = rctl_restore(&file, Path::new(&alone_dir), flags);
         assert_eq!(alone.code, 128, "{alone:?}");
         assert_eq!(alone.stderr, "Error: --mark-compacted required if --revision-bump > 0\n", "{alone:?}");
         assert!(!Path::new(&alone_dir).exists());
-        if t.is_v36() {
+        if t.at_least_36() {
             let mut args =
                 vec!["snapshot", "restore", file.to_str().unwrap_or_default(), "--data-dir", &alone_dir];
             args.extend_from_slice(flags);
@@ -204,8 +207,8 @@ fn bump_revision_and_mark_compacted_against(t: &EtcdTools) {
     assert_eq!(old.code, 1, "{old:?}");
     assert!(old.stderr.contains("required revision has been compacted"), "{old:?}");
 
-    // etcdutl 3.5.1 has no --bump-revision; 3.6's does the same restore into etcd.
-    if t.is_v36() {
+    // etcdutl 3.5.1 has no --bump-revision; 3.6's and 3.7's do the same restore into etcd.
+    if t.at_least_36() {
         let bumped_dir = dir.path().join("bumped");
         let bumped = Etcd::start_by(t, &bumped_dir, &[], |data, peer| {
             let restore = t.etcdutl(&[
@@ -312,8 +315,8 @@ fn bad_snapshot_files_are_refused(t: &EtcdTools) {
         {
             let ours = rctl(&common::Url(NO_SERVER.into()), &args, None);
             let theirs = t.etcdutl(&args);
-            if path == &a_dir && args[1] == "status" && t.is_v36() {
-                // etcdutl 3.6 says only "invalid database" here; 3.5's words are kept.
+            if path == &a_dir && args[1] == "status" && t.at_least_36() {
+                // etcdutl 3.6 and 3.7 say only "invalid database" here; 3.5's words are kept.
                 assert_eq!(ours.code, theirs.code, "{args:?}: {ours:?}");
                 continue;
             }

@@ -1,8 +1,9 @@
 //! Taking over a stopped etcd member's data dir in place: rkv started with etcd's flags and
 //! data dir imports `member/snap/db` and replays the committed WAL entries after the db's
 //! consistent index, then serves exactly what etcd served, without changing etcd's files.
-//! Every test runs against etcd 3.5 (PATH) and then etcd 3.6 (`RKV_ETCD36_BIN`): 3.6's db also
-//! carries a `storageVersion` in its meta bucket; its WAL is laid out as 3.5's.
+//! Every test runs against etcd 3.5 (PATH), then etcd 3.6 (`RKV_ETCD36_BIN`) and etcd 3.7
+//! (`RKV_ETCD37_BIN`): their dbs also carry a `storageVersion` in the meta bucket; their WALs
+//! are laid out as 3.5's.
 
 mod common;
 

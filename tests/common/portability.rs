@@ -160,7 +160,7 @@ pub fn observe(t: &EtcdTools, s: &dyn Server, lease: &str) -> Observed {
             .iter()
             .map(|r| {
                 let mut role = json(t, s, &["role", "get", r]);
-                if *r == "root" && t.is_v36() {
+                if *r == "root" && t.at_least_36() {
                     drop_synthesized_root_permission(&mut role);
                 }
                 role
@@ -170,7 +170,7 @@ pub fn observe(t: &EtcdTools, s: &dyn Server, lease: &str) -> Observed {
     }
 }
 
-/// etcd 3.6's RoleGet answers for the root role with a read-write permission on every key that
+/// etcd 3.6's and 3.7's RoleGet answer for the root role with a read-write permission on every key that
 /// is not stored (etcd 3.5 and rkv list none; docs/compatibility.md). Only that permission is
 /// dropped, so a stored one still shows.
 fn drop_synthesized_root_permission(role: &mut Value) {
@@ -202,7 +202,7 @@ pub fn assert_same(got: &Observed, want: &Observed) {
     for (g, w) in got.events.iter().zip(&want.events) {
         assert_eq!(g, w, "watched event");
     }
-    // Last: etcd 3.6 answers `role get root` with the permission root implicitly has (read and
+    // Last: etcd 3.6 and 3.7 answer `role get root` with the permission root implicitly has (read and
     // write on every key) where etcd 3.5 and rkv list none.
     assert_eq!(got.roles, want.roles, "roles");
 }
