@@ -48,6 +48,18 @@ fn assert_same_status(t: &EtcdTools, file: &Path) -> (Value, Option<Value>) {
     (want, version)
 }
 
+/// `etcdutl snapshot restore` of `file` into the data dir of a member named `default` at
+/// `peer`, which must succeed.
+fn etcdutl_restore(t: &EtcdTools, file: &Path, data_dir: &Path, peer: &str, extra: &[&str]) {
+    let (file, data, cluster) =
+        (file.display().to_string(), data_dir.display().to_string(), format!("default={peer}"));
+    let mut args = vec!["snapshot", "restore", &file, "--data-dir", &data];
+    args.extend_from_slice(&["--initial-cluster", &cluster, "--initial-advertise-peer-urls", peer]);
+    args.extend_from_slice(extra);
+    let restore = t.etcdutl(&args);
+    assert_eq!(restore.code, 0, "{restore:?}");
+}
+
 fn rctl_restore(file: &Path, data_dir: &Path, extra: &[&str]) -> CliRun {
     let mut args = vec!["snapshot", "restore"];
     let (file, data) = (file.display().to_string(), data_dir.display().to_string());
@@ -108,21 +120,7 @@ fn rkv_snapshot_restores_into_etcd(t: &EtcdTools) {
     // rkv writes its snapshots as etcd 3.5 lays them out: no storage version.
     let (_, version) = assert_same_status(t, &file);
     assert!(version.is_none() || version == Some(Value::from("")), "{version:?}");
-    let etcd = Etcd::start_by(t, dir.path(), &[], |data, peer| {
-        let cluster = format!("default={peer}");
-        let restore = t.etcdutl(&[
-            "snapshot",
-            "restore",
-            &file.display().to_string(),
-            "--data-dir",
-            &data.display().to_string(),
-            "--initial-cluster",
-            &cluster,
-            "--initial-advertise-peer-urls",
-            peer,
-        ]);
-        assert_eq!(restore.code, 0, "{restore:?}");
-    });
+    let etcd = Etcd::start_by(t, dir.path(), &[], |data, peer| etcdutl_restore(t, &file, data, peer, &[]));
     assert_same(&observe(t, &etcd, &lease), &observe(t, &rkv, &lease));
     assert_eq!(next_write(t, &etcd), next_write(t, &rkv));
 }
@@ -211,21 +209,7 @@ fn bump_revision_and_mark_compacted_against(t: &EtcdTools) {
     if t.at_least_36() {
         let bumped_dir = dir.path().join("bumped");
         let bumped = Etcd::start_by(t, &bumped_dir, &[], |data, peer| {
-            let restore = t.etcdutl(&[
-                "snapshot",
-                "restore",
-                &file.display().to_string(),
-                "--data-dir",
-                &data.display().to_string(),
-                "--initial-cluster",
-                &format!("default={peer}"),
-                "--initial-advertise-peer-urls",
-                peer,
-                "--bump-revision",
-                "1000",
-                "--mark-compacted",
-            ]);
-            assert_eq!(restore.code, 0, "{restore:?}");
+            etcdutl_restore(t, &file, data, peer, &["--bump-revision", "1000", "--mark-compacted"])
         });
         assert_eq!(now, json(t, &bumped, &["get", "k/", "--prefix"]), "bumped keys and revision");
         let etcd_old = t.etcdctl(&bumped, &[ROOT, "get", "k/01", "--rev", &newest.to_string()], None);

@@ -34,8 +34,8 @@ fn digest_tree(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
     out
 }
 
-/// rkv on `data_dir` with the flags the etcd member there was started with.
-fn rkv_on(dir: &Path, data_dir: &Path, peer_url: &str) -> Rkv {
+/// rkv, not started yet, on `data_dir` with the flags the etcd member there was started with.
+fn rkv_for(dir: &Path, data_dir: &Path, peer_url: &str) -> Rkv {
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
     let mut rkv = Rkv::new(
         dir,
@@ -45,11 +45,25 @@ fn rkv_on(dir: &Path, data_dir: &Path, peer_url: &str) -> Rkv {
         ],
     );
     rkv.data_dir = data_dir.to_path_buf();
+    rkv
+}
+
+/// rkv serving on `data_dir`.
+fn rkv_on(dir: &Path, data_dir: &Path, peer_url: &str) -> Rkv {
+    let mut rkv = rkv_for(dir, data_dir, peer_url);
     let offset = rkv.launch();
     rkv.wait_ready(offset);
     rkv
 }
 
+/// rkv started on `data_dir`, which it must refuse: its log.
+fn rkv_refusing(dir: &Path, data_dir: &Path, peer_url: &str) -> String {
+    let mut rkv = rkv_for(dir, data_dir, peer_url);
+    rkv.launch();
+    let status = rkv.child.as_mut().and_then(|c| c.wait().ok()).unwrap_or_else(|| panic!("rkv did not exit"));
+    assert!(!status.success(), "rkv started on {}:\n{}", data_dir.display(), rkv.log_text());
+    rkv.log_text()
+}
 /// A kill -9'd etcd whose backend was never committed after its first writes (a one-hour batch
 /// interval keeps what it acknowledged in the WAL only): rkv serves everything etcd
 /// acknowledged, with etcd's member ID, leaves etcd's files untouched, and imports only once.
@@ -123,20 +137,7 @@ fn takeover_of_a_damaged_db(t: &EtcdTools) {
     bad[4096 + 16] ^= 0xff;
     std::fs::write(&db, &bad).unwrap_or_else(|e| panic!("{e}"));
     let before = digest_tree(&data);
-    let run_dir = dir.path().join("rkv");
-    std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("{e}"));
-    let mut rkv = Rkv::new(
-        &run_dir,
-        &[
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=default={peer_url}"),
-        ],
-    );
-    rkv.data_dir = data.clone();
-    rkv.launch();
-    let status = rkv.child.as_mut().and_then(|c| c.wait().ok()).unwrap_or_else(|| panic!("rkv did not exit"));
-    assert!(!status.success());
-    let log = rkv.log_text();
+    let log = rkv_refusing(&dir.path().join("rkv"), &data, &peer_url);
     assert!(log.contains("taking over etcd data dir") && log.contains("member/snap/db"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
     assert_eq!(digest_tree(&data), before, "nothing written into a dir that could not be taken over");
@@ -176,21 +177,7 @@ fn running_etcd_is_not_taken_over(t: &EtcdTools) {
     ok(t, &etcd, &["put", "a", "1"], None);
     let data = Etcd::data_dir(dir.path());
     let before: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
-    let run_dir = dir.path().join("rkv");
-    std::fs::create_dir_all(&run_dir).unwrap_or_else(|e| panic!("{e}"));
-    let peer_url = etcd.peer_url.clone();
-    let mut rkv = Rkv::new(
-        &run_dir,
-        &[
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=default={peer_url}"),
-        ],
-    );
-    rkv.data_dir = data.clone();
-    rkv.launch();
-    let status = rkv.child.as_mut().and_then(|c| c.wait().ok()).unwrap_or_else(|| panic!("rkv did not exit"));
-    assert!(!status.success());
-    let log = rkv.log_text();
+    let log = rkv_refusing(&dir.path().join("rkv"), &data, &etcd.peer_url);
     assert!(log.contains("etcd is still running on it"), "{log}");
     let after: Vec<_> = std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{e}")).collect();
     assert_eq!(after.len(), before.len(), "nothing written beside etcd's files");
