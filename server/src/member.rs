@@ -143,14 +143,18 @@ impl Member {
         } else {
             None
         };
+        // A stopped etcd member's data dir: like etcd on its own data dir, --initial-cluster-state
+        // no longer matters; the member continues its own one-member cluster.
+        let taking_over = crate::etcd_files::takeover::is_etcd_data_dir(&config.data_dir);
         let fresh = if config.initial_cluster_state == ClusterState::Existing
             && !identity::is_initialized(&config.data_dir)
+            && !taking_over
         {
             join_identity(&config, &peer_tls).await?
         } else {
             Identity { member_id, cluster_id: identity::compute_cluster_id(&ids) }
         };
-        if crate::etcd_files::takeover::is_etcd_data_dir(&config.data_dir) {
+        if taking_over {
             let (dir, cost) = (config.data_dir.clone(), config.bcrypt_cost);
             tokio::task::spawn_blocking(move || crate::etcd_files::takeover::take_over(&dir, fresh, cost))
                 .await
@@ -183,7 +187,7 @@ impl Member {
             Network { self_id: identity.member_id, metrics: metrics.clone(), tls: peer_tls.clone() };
         let raft = start_raft(&config, &identity, &store, &applier, &hub, &lessor, network).await?;
         if !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
-            if config.initial_cluster_state == ClusterState::New {
+            if config.initial_cluster_state == ClusterState::New || taking_over {
                 info!(members = initial.len(), "bootstrapping a new cluster");
                 raft.initialize(initial).await.map_err(|e| StartError::Raft(e.to_string()))?;
             } else {
