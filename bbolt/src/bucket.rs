@@ -119,8 +119,10 @@ struct Frame<'a> {
     upper: Option<&'a [u8]>,
 }
 
-pub(crate) type PageFn<'f, 'a> = dyn FnMut(&PageView<'a>, usize) -> Result<(), Error> + 'f;
-pub(crate) type ElemFn<'f, 'a> = dyn FnMut(LeafElem<'a>) -> Result<(), Error> + 'f;
+/// What a walk calls per page and per element. Their error type is the caller's (any that a
+/// read error converts into), so that a caller's own failure ends the walk as itself.
+pub(crate) type PageFn<'f, 'a, E> = dyn FnMut(&PageView<'a>, usize) -> Result<(), E> + 'f;
+pub(crate) type ElemFn<'f, 'a, E> = dyn FnMut(LeafElem<'a>) -> Result<(), E> + 'f;
 
 impl<'a> Bucket<'a> {
     pub(crate) fn new(pages: Pages<'a>, name: &'a [u8], root: Root<'a>, sequence: u64) -> Self {
@@ -150,15 +152,20 @@ impl<'a> Bucket<'a> {
     }
 
     /// Every key/value of the bucket in key order. A nested bucket inside it is an error
-    /// (etcd never nests); use [`Bucket::bucket`] to open one.
-    pub fn for_each(&self, mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), Error>) -> Result<(), Error> {
+    /// (etcd never nests); use [`Bucket::bucket`] to open one. The callback's error type is the
+    /// caller's: the walk stops with it, and the file's faults arrive converted into it.
+    pub fn for_each<E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.walk_elements(|e| {
             if e.is_bucket() {
                 return Err(Error::Corrupt(format!(
                     "{}: key {} is a nested bucket",
                     self.ctx(),
                     show(e.key)
-                )));
+                ))
+                .into());
             }
             f(e.key, e.value)
         })
@@ -191,7 +198,7 @@ impl<'a> Bucket<'a> {
             if e.is_bucket() {
                 names.push(e.key);
             }
-            Ok(())
+            Ok::<_, Error>(())
         })?;
         Ok(names)
     }
@@ -260,10 +267,10 @@ impl<'a> Bucket<'a> {
     }
 
     /// Every leaf element in key order, through a fresh visited set.
-    pub(crate) fn walk_elements(
+    pub(crate) fn walk_elements<E: From<Error>>(
         &self,
-        mut f: impl FnMut(LeafElem<'a>) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+        mut f: impl FnMut(LeafElem<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut visited = Visited::new(self.pages.hwm);
         self.walk(&mut visited, &mut |_, _| Ok(()), &mut f)
     }
@@ -273,12 +280,12 @@ impl<'a> Bucket<'a> {
     /// keys above them set, every page a branch or leaf, no page reached twice (`visited`
     /// may be shared across buckets to find pages used by two of them). `on_page` sees each
     /// page with its depth (the root is 1).
-    pub(crate) fn walk(
+    pub(crate) fn walk<E: From<Error>>(
         &self,
         visited: &mut Visited,
-        on_page: &mut PageFn<'_, 'a>,
-        on_elem: &mut ElemFn<'_, 'a>,
-    ) -> Result<(), Error> {
+        on_page: &mut PageFn<'_, 'a, E>,
+        on_elem: &mut ElemFn<'_, 'a, E>,
+    ) -> Result<(), E> {
         let mut prev = None;
         let root = match self.root {
             Root::Inline(p) => {
@@ -307,7 +314,7 @@ impl<'a> Bucket<'a> {
             let upper = if i + 1 < top.page.count() { Some(top.page.branch(i + 1)?.0) } else { top.upper };
             let via = Via::Branch { page: page_id(&top.page), elem: i };
             if depth >= MAX_DEPTH {
-                return Err(self.too_deep(&top.page));
+                return Err(self.too_deep(&top.page).into());
             }
             let page = self.load(child, via)?;
             visited.mark(&page, via).map_err(|e| in_bucket(self.name, e))?;
@@ -317,22 +324,22 @@ impl<'a> Bucket<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn enter(
+    fn enter<E: From<Error>>(
         &self,
         page: PageView<'a>,
         lower: Option<&'a [u8]>,
         upper: Option<&'a [u8]>,
         stack: &mut Vec<Frame<'a>>,
         prev: &mut Option<&'a [u8]>,
-        on_page: &mut PageFn<'_, 'a>,
-        on_elem: &mut ElemFn<'_, 'a>,
-    ) -> Result<(), Error> {
+        on_page: &mut PageFn<'_, 'a, E>,
+        on_elem: &mut ElemFn<'_, 'a, E>,
+    ) -> Result<(), E> {
         on_page(&page, stack.len() + 1)?;
         if page.is_leaf() {
             return self.leaf_elems(&page, lower, upper, prev, on_elem);
         }
         if page.count() == 0 {
-            return Err(self.empty_branch(&page));
+            return Err(self.empty_branch(&page).into());
         }
         let mut last: Option<&[u8]> = None;
         for i in 0..page.count() {
@@ -344,14 +351,14 @@ impl<'a> Bucket<'a> {
         Ok(())
     }
 
-    fn leaf_elems(
+    fn leaf_elems<E: From<Error>>(
         &self,
         page: &PageView<'a>,
         lower: Option<&[u8]>,
         upper: Option<&[u8]>,
         prev: &mut Option<&'a [u8]>,
-        on_elem: &mut ElemFn<'_, 'a>,
-    ) -> Result<(), Error> {
+        on_elem: &mut ElemFn<'_, 'a, E>,
+    ) -> Result<(), E> {
         for i in 0..page.count() {
             let e = page.leaf(i)?;
             self.check_key(page, i, e.key, lower, upper, *prev)?;

@@ -52,7 +52,7 @@ fn key_bucket_matches_the_bbolt_cli() -> TestResult {
     let mut keys = Vec::new();
     key.for_each(|k, _| {
         keys.push(k);
-        Ok(())
+        Ok::<_, rkv_bbolt::Error>(())
     })?;
     // `bbolt keys -format hex FILE key`: 295 lines, first and last as below (revision
     // 4 and 394, sub-revision 0).

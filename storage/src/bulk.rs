@@ -169,7 +169,6 @@ impl BulkLoad<'_> {
 pub struct Export<'s> {
     store: &'s Store,
     snap: rocksdb::SnapshotWithThreadMode<'s, rocksdb::DB>,
-    pub current_rev: i64,
     /// `NEVER_COMPACTED` (-1) if the store was never compacted.
     pub compact_rev: i64,
     /// The compaction whose physical part had finished at this point.
@@ -193,7 +192,6 @@ impl Store {
                 ))),
             }
         };
-        let current_rev = meta(META_CURRENT_REV)?.unwrap_or(INITIAL_REVISION);
         let compact_rev = meta(META_COMPACT_REV)?.unwrap_or(NEVER_COMPACTED);
         let finished_compact_rev = meta(META_FINISHED_COMPACT_REV)?.unwrap_or(NEVER_COMPACTED);
         let applied = match snap.get_cf(self.cf(CF_META)?, META_APPLIED)? {
@@ -202,13 +200,13 @@ impl Store {
             }
             None => AppliedIndex::default(),
         };
-        Ok(Export { store: self, snap, current_rev, compact_rev, finished_compact_rev, applied })
+        Ok(Export { store: self, snap, compact_rev, finished_compact_rev, applied })
     }
 }
 
 impl Export<'_> {
-    /// Every entry of the history in revision order: (revision, tombstone, encoded KeyValue).
-    /// A tombstone's value holds its key and its revision as `mod_revision`.
+    /// Every entry of the history in revision order: (revision, tombstone, encoded KeyValue),
+    /// the value as etcd stores it (a tombstone holds its key only; HashKV covers these bytes).
     /// The callback's error type is the caller's, so that its own failures pass through.
     pub fn history<E: From<StorageError>>(
         &self,
@@ -218,7 +216,7 @@ impl Export<'_> {
             let (k, v) = item.map_err(StorageError::from)?;
             let (rev, tombstone) = Revision::decode(&k)
                 .ok_or_else(|| StorageError::Corrupt(format!("bad revision key {k:?}")))?;
-            each(rev, tombstone, &v)?;
+            each(rev, tombstone, &crate::hash::etcd_value(rev, tombstone, &v)?)?;
         }
         Ok(())
     }
@@ -238,6 +236,11 @@ impl Export<'_> {
             each(i64::from_be_bytes(id), i64::from_be_bytes(ttl))?;
         }
         Ok(())
+    }
+
+    /// One server-layer entry.
+    pub fn cluster_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snap.get_cf(self.store.cf(CF_CLUSTER)?, key)?)
     }
 
     /// The server-layer entries under `prefix`, in key order.

@@ -24,6 +24,17 @@ pub struct KvHash {
     pub compact_rev: i64,
 }
 
+/// A history value as etcd stores it: a tombstone holds its key only (rkv's also holds the
+/// revision, for delete events), anything else is the same bytes.
+pub(crate) fn etcd_value(rev: Revision, tombstone: bool, v: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
+    if !tombstone {
+        return Ok(std::borrow::Cow::Borrowed(v));
+    }
+    let kv = KeyValue::decode(v)
+        .map_err(|e| StorageError::Corrupt(format!("bad value at revision {rev}: {e}")))?;
+    Ok(std::borrow::Cow::Owned(KeyValue { key: kv.key, ..Default::default() }.encode_to_vec()))
+}
+
 impl Store {
     /// Maintenance.Hash: CRC-32C over the whole keyspace the members replicate (every revision
     /// of every key and the leases), read from one RocksDB snapshot. Equal on members that
@@ -77,15 +88,7 @@ impl Store {
                 continue;
             }
             crc = crc32c::crc32c_append(crc, &r.encode_etcd(tombstone));
-            if tombstone {
-                // etcd's tombstone value holds the key only.
-                let kv = KeyValue::decode(v.as_ref())
-                    .map_err(|e| StorageError::Corrupt(format!("bad value at revision {r}: {e}")))?;
-                let etcd_value = KeyValue { key: kv.key, ..Default::default() }.encode_to_vec();
-                crc = crc32c::crc32c_append(crc, &etcd_value);
-            } else {
-                crc = crc32c::crc32c_append(crc, &v);
-            }
+            crc = crc32c::crc32c_append(crc, &etcd_value(r, tombstone, &v)?);
         }
         Ok(KvHash { hash: crc, hash_rev: rev, current_rev, compact_rev })
     }

@@ -65,7 +65,7 @@ pub fn read_model(db: &Db<'_>) -> Result<Model, Error> {
         let entries: &mut BTreeMap<Vec<u8>, Vec<u8>> = model.entry(name.to_vec()).or_default();
         bucket.for_each(|k, v| {
             entries.insert(k.to_vec(), v.to_vec());
-            Ok(())
+            Ok::<_, Error>(())
         })?;
     }
     Ok(model)
@@ -84,7 +84,7 @@ pub fn exercise(data: &[u8]) -> Result<(), Error> {
         let mut keys = Vec::new();
         let walked = bucket.for_each(|k, _| {
             keys.push(k);
-            Ok(())
+            Ok::<_, Error>(())
         });
         for k in keys.iter().take(64) {
             let _ = bucket.get(k);

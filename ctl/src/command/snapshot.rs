@@ -79,7 +79,7 @@ pub struct SnapshotTools {
 }
 
 /// etcdutl 3.6's refusal of --bump-revision without --mark-compacted or the other way round.
-pub const MARK_COMPACTED_ALONE: &str = "--mark-compacted required if --revision-bump > 0";
+const MARK_COMPACTED_ALONE: &str = "--mark-compacted required if --revision-bump > 0";
 
 /// What `snapshot status` prints of a file.
 #[derive(Clone, Copy, Debug)]

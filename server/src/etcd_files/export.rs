@@ -11,7 +11,6 @@ use std::fs::File;
 
 use prost::Message;
 use rkv_bbolt::Writer;
-use rkv_proto::mvccpb::KeyValue;
 use rkv_storage::{Revision, Store, NEVER_COMPACTED};
 
 use super::*;
@@ -32,17 +31,9 @@ pub fn write_snapshot(store: &Store, out: File, path: &str) -> Result<(File, u64
         w.bucket(name).map_err(bbolt)?;
         match name {
             BUCKET_AUTH => {
-                let (mut enabled, mut revision) = (false, 1u64.to_be_bytes().to_vec());
-                view.cluster(ENABLED_KEY, |k, v| {
-                    enabled |= k == ENABLED_KEY && v == b"1";
-                    Ok::<_, EtcdFileError>(())
-                })?;
-                view.cluster(REVISION_KEY, |k, v| {
-                    if k == REVISION_KEY {
-                        revision = v.to_vec();
-                    }
-                    Ok::<_, EtcdFileError>(())
-                })?;
+                let enabled = view.cluster_get(ENABLED_KEY)?.is_some_and(|v| v == b"1");
+                // etcd's auth store starts at revision 1, as rkv's does.
+                let revision = view.cluster_get(REVISION_KEY)?.unwrap_or_else(|| 1u64.to_be_bytes().to_vec());
                 w.put(AUTH_ENABLED, &[enabled as u8]).map_err(bbolt)?;
                 w.put(AUTH_REVISION, &revision).map_err(bbolt)?;
             }
@@ -51,19 +42,9 @@ pub fn write_snapshot(store: &Store, out: File, path: &str) -> Result<(File, u64
                 view.cluster(prefix, |k, v| w.put(&k[prefix.len()..], v).map_err(bbolt))?;
             }
             BUCKET_CLUSTER => w.put(CLUSTER_VERSION, CLUSTER_VERSION_VALUE).map_err(bbolt)?,
-            BUCKET_KEY => view.history(|rev, tombstone, kv| {
-                let key = rev.encode_etcd(tombstone);
-                if tombstone {
-                    // etcd's tombstone holds the key only (HashKV covers these bytes).
-                    let kv = KeyValue::decode(kv).map_err(|e| {
-                        rkv_storage::StorageError::Corrupt(format!("bad tombstone at revision {rev}: {e}"))
-                    })?;
-                    w.put(&key, &KeyValue { key: kv.key, ..Default::default() }.encode_to_vec())
-                        .map_err(bbolt)
-                } else {
-                    w.put(&key, kv).map_err(bbolt)
-                }
-            })?,
+            BUCKET_KEY => {
+                view.history(|rev, tombstone, kv| w.put(&rev.encode_etcd(tombstone), kv).map_err(bbolt))?
+            }
             BUCKET_LEASE => view.leases(|id, ttl| {
                 let record = LeaseRecord { id, ttl, remaining_ttl: 0 }.encode_to_vec();
                 w.put(&id.to_be_bytes(), &record).map_err(bbolt)

@@ -23,6 +23,18 @@ pub struct ImportOptions {
     pub mark_compacted: bool,
 }
 
+/// Why a walk over a bucket ended early: the file could not be read, or the callback failed.
+enum Walk {
+    Read(rkv_bbolt::Error),
+    Stopped(EtcdFileError),
+}
+
+impl From<rkv_bbolt::Error> for Walk {
+    fn from(e: rkv_bbolt::Error) -> Self {
+        Walk::Read(e)
+    }
+}
+
 /// A checked etcd database, ready to import.
 pub struct EtcdDb<'a> {
     pub path: String,
@@ -76,19 +88,10 @@ impl<'a> EtcdDb<'a> {
         mut each: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), EtcdFileError>,
     ) -> Result<(), EtcdFileError> {
         let Some(bucket) = self.bucket(name)? else { return Ok(()) };
-        let mut failed = None;
-        let walked = bucket.for_each(|k, v| match each(k, v) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                failed = Some(e);
-                Err(rkv_bbolt::Error::Corrupt("stopped".into()))
-            }
-        });
-        match (failed, walked) {
-            (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(self.bbolt(e)),
-            (None, Ok(())) => Ok(()),
-        }
+        bucket.for_each(|k, v| each(k, v).map_err(Walk::Stopped)).map_err(|e| match e {
+            Walk::Read(e) => self.bbolt(e),
+            Walk::Stopped(e) => e,
+        })
     }
 
     /// A main revision kept in the meta bucket as a revision key (the compaction marks).
