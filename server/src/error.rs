@@ -1,4 +1,6 @@
-//! Errors of the server layer: etcd's request errors plus the storage layer's.
+//! Errors of the server layer: etcd's request errors plus the storage layer's, and what can be
+//! wrong with an etcd file (they are here, below every module that reads or writes one, so
+//! that this module depends on no other of the crate).
 //! `status.rs` maps each to etcd's gRPC code and wire string; nothing else formats them.
 
 use rkv_storage::StorageError;
@@ -45,7 +47,7 @@ pub enum ServerError {
     Storage(#[from] StorageError),
     /// Writing etcd's database file (a snapshot) failed.
     #[error(transparent)]
-    EtcdFile(#[from] crate::etcd_files::EtcdFileError),
+    EtcdFile(#[from] EtcdFileError),
     #[error("member ID already exist")]
     MemberExists,
     #[error("Peer URLs already exists")]
@@ -119,6 +121,30 @@ pub enum ServerError {
     /// An error the leader answered a forwarded request with, as its gRPC status.
     #[error("{}", .0.message())]
     Remote(tonic::Status),
+}
+
+/// What is wrong with an etcd file; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid database: {source}")]
+    Bbolt {
+        path: String,
+        #[source]
+        source: rkv_bbolt::Error,
+    },
+    #[error("{path}: not an etcd database: {detail}")]
+    Schema { path: String, detail: String },
+    /// Restore options that cannot go together or do not fit the file.
+    #[error("{0}")]
+    Options(String),
+    #[error("{0}")]
+    Storage(#[from] rkv_storage::StorageError),
 }
 
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;

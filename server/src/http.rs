@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::grpc::Shared;
+use crate::state::Shared;
 use crate::version::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
 pub fn router(shared: Shared) -> Router {
@@ -47,7 +47,7 @@ pub fn metrics_router(shared: Shared) -> Router {
                 let shared = shared.clone();
                 async move {
                     // Reading RocksDB properties and the index lock: off the async threads.
-                    let text = tokio::task::spawn_blocking(move || shared.metrics.scrape(&shared))
+                    let text = tokio::task::spawn_blocking(move || shared.scrape_metrics())
                         .await
                         .unwrap_or_default();
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)

@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 
 use rkv_proto::mvccpb::{event::EventType, Event};
 
-use crate::apply::kv::LeaseLookup;
-
 /// etcd's `MaxLeaseTTL` (in seconds).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 /// etcd's minimum TTL with its default election timeout (1s) and heartbeat (100ms):
 /// ceil(1.5 * election ticks * heartbeat) = 2 seconds.
 pub const MIN_LEASE_TTL: i64 = 2;
+
+/// Whether a lease exists; the lessor answers it (no lease exists until the lease service
+/// grants one). A trait so that the apply layer's checks can be tested without a lessor.
+pub trait LeaseLookup {
+    fn lease_exists(&self, id: i64) -> bool;
+}
 
 #[derive(Debug)]
 struct Lease {

@@ -12,7 +12,6 @@
 
 pub mod apply;
 pub mod auth;
-mod compactor;
 pub mod config;
 pub mod error;
 pub mod etcd_files;
@@ -26,13 +25,15 @@ mod member;
 pub mod metrics;
 pub mod raft;
 pub mod restore;
+pub mod state;
 mod status;
 pub mod tls;
 pub mod version;
 pub mod watch;
 
 pub use config::Config;
-pub use member::{run, Member, MemberState, StartError};
+pub use member::{run, Member, StartError};
+pub use state::MemberState;
 
 /// Installs the tracing subscriber for a `--log-level` (etcd's levels; panic/fatal log errors).
 pub fn init_logging(level: &str) {

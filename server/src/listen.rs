@@ -2,7 +2,6 @@
 //! server on each, and the metrics-only server of --listen-metrics-urls.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,7 +12,21 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::service::Routes;
 use tracing::{debug, error, warn};
 
-use crate::member::{MemberState, StartError};
+use crate::state::Shared;
+
+/// An address this member cannot listen on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct ListenError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds one listener.
+pub(crate) async fn bind(addr: &SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr).await.map_err(|source| ListenError { addr: *addr, source })
+}
 
 /// The hosts of URLs (for a generated certificate's names).
 pub(crate) fn url_hosts(urls: &[String]) -> Vec<String> {
@@ -32,13 +45,11 @@ pub(crate) async fn bind_all(
     plain: &[SocketAddr],
     tls: &[SocketAddr],
     acceptor: &Option<TlsAcceptor>,
-) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, StartError> {
+) -> Result<Vec<(TcpListener, Option<TlsAcceptor>)>, ListenError> {
     let mut out = Vec::new();
     let with_tls = plain.iter().map(|a| (a, None)).chain(tls.iter().map(|a| (a, acceptor.clone())));
     for (addr, acceptor) in with_tls {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr: *addr, source })?;
-        out.push((listener, acceptor));
+        out.push((bind(addr).await?, acceptor));
     }
     Ok(out)
 }
@@ -118,11 +129,7 @@ pub(crate) async fn serve(
 }
 
 /// `--listen-metrics-urls`: `/metrics` and `/health` only, as etcd serves there.
-pub(crate) async fn serve_metrics(
-    listener: TcpListener,
-    state: Arc<MemberState>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve_metrics(listener: TcpListener, state: Shared, mut stop: watch::Receiver<bool>) {
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };

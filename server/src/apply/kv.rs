@@ -16,12 +16,7 @@ use rkv_proto::mvccpb::KeyValue;
 use rkv_storage::{KeyRange, KvRead, RangeOptions, TxnWrite};
 
 use crate::error::{Result, ServerError};
-
-/// Whether a lease exists; the lessor answers it (no lease exists until the lease service
-/// grants one).
-pub trait LeaseLookup {
-    fn lease_exists(&self, id: i64) -> bool;
-}
+use crate::lease::LeaseLookup;
 
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision, ..Default::default() })

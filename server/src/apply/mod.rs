@@ -26,10 +26,9 @@ use tracing::{debug, error};
 
 use crate::auth::{Access, AuthStore};
 use crate::error::{Result, ServerError};
-use crate::lease::{Lessor, MAX_LEASE_TTL};
+use crate::lease::{LeaseLookup, Lessor, MAX_LEASE_TTL};
 use crate::metrics::Metrics;
 use crate::watch::WatchHub;
-use kv::LeaseLookup;
 
 /// Where the server layer keeps its own applied state in the store's `cluster` space.
 pub const CLUSTER_RAFT_APPLIED: &[u8] = b"raft/applied";

@@ -4,7 +4,7 @@
 //! public key verifies but cannot issue tokens, and a token stays valid until it expires (an
 //! auth change makes it stale through its revision, not by revoking it).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -14,23 +14,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use serde::{Deserialize, Serialize};
 
-/// The options of `--auth-token jwt,...`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JwtOptions {
-    pub pub_key: Option<PathBuf>,
-    pub priv_key: Option<PathBuf>,
-    pub sign_method: String,
-    pub ttl: Duration,
-}
-
-/// etcd's default JWT lifetime.
-const DEFAULT_TTL: Duration = Duration::from_secs(5 * 60);
+pub use crate::config::JwtOptions;
 
 /// etcd's errors for bad JWT options (server/auth/options.go).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwtError {
-    #[error("auth: invalid auth options")]
-    InvalidOptions,
     #[error("auth: invalid auth signature method")]
     InvalidMethod,
     #[error("auth: missing key data")]
@@ -39,30 +27,6 @@ pub enum JwtError {
     KeyMismatch,
     #[error("auth: cannot read {path}: {reason}")]
     Key { path: String, reason: String },
-}
-
-impl JwtOptions {
-    /// Parses the options after `jwt,` (comma-separated `name=value`).
-    pub fn parse(options: &str) -> Result<Self, JwtError> {
-        let mut opts =
-            JwtOptions { pub_key: None, priv_key: None, sign_method: String::new(), ttl: DEFAULT_TTL };
-        for option in options.split(',').filter(|o| !o.is_empty()) {
-            let (name, value) = option.split_once('=').ok_or(JwtError::InvalidOptions)?;
-            match name {
-                "pub-key" => opts.pub_key = Some(PathBuf::from(value)),
-                "priv-key" => opts.priv_key = Some(PathBuf::from(value)),
-                "sign-method" => opts.sign_method = value.to_string(),
-                "ttl" => {
-                    opts.ttl = crate::config::parse_go_duration(value).ok_or(JwtError::InvalidOptions)?
-                }
-                _ => return Err(JwtError::InvalidOptions),
-            }
-        }
-        if opts.sign_method.is_empty() {
-            return Err(JwtError::InvalidMethod);
-        }
-        Ok(opts)
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -175,7 +139,7 @@ impl JwtTokens {
                     (None, Some(der)) => decoding_from_der(algorithm, &der),
                     (Some(given), Some(_)) => {
                         // The two keys must be one pair: a token this member signs must verify.
-                        let probe = Self::sign_with(algorithm, signing.as_ref(), "probe", 0, DEFAULT_TTL);
+                        let probe = Self::sign_with(algorithm, signing.as_ref(), "probe", 0, opts.ttl);
                         let mut validation = Validation::new(algorithm);
                         validation.leeway = 0;
                         if probe

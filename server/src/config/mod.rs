@@ -6,6 +6,7 @@
 //! `Config::ignored` so that etcd's own command lines (kubeadm's manifest, systemd units) start
 //! rkv unchanged; a flag etcd does not know is an error, as in etcd.
 
+mod auth_token;
 mod flags;
 mod parse;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::tls::{check_cipher_suites, AllowedIdentity, TlsFiles, TlsVersions};
+pub use auth_token::{AuthToken, AuthTokenError, JwtOptions, JwtOptionsError};
 pub use flags::Flags;
 use flags::{etcd_flag_error, ignored_env_vars, normalize_args};
 pub use parse::parse_go_duration;
@@ -72,7 +74,7 @@ pub struct Config {
     pub initial_cluster_token: String,
     pub log_level: String,
     pub watch_progress_notify_interval: Duration,
-    pub metrics: crate::metrics::MetricsLevel,
+    pub metrics: MetricsLevel,
     /// Listen client URLs with the https scheme.
     pub listen_client_tls_addrs: Vec<SocketAddr>,
     /// Listen peer URLs with the https scheme.
@@ -92,10 +94,11 @@ pub struct Config {
     pub ignored: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthToken {
-    Simple,
-    Jwt(crate::auth::jwt::JwtOptions),
+/// `--metrics`: etcd's `extensive` adds gRPC handling-time histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsLevel {
+    Basic,
+    Extensive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +142,7 @@ impl Config {
             initial_cluster_token: "etcd-cluster".into(),
             log_level: "info".into(),
             watch_progress_notify_interval: Duration::from_secs(600),
-            metrics: crate::metrics::MetricsLevel::Basic,
+            metrics: MetricsLevel::Basic,
             listen_metrics_addrs: Vec::new(),
             listen_client_tls_addrs: Vec::new(),
             listen_peer_tls_addrs: Vec::new(),
@@ -220,16 +223,8 @@ impl Config {
                 flags.bcrypt_cost
             )));
         }
-        let auth_token = match flags.auth_token.split_once(',').unwrap_or((&flags.auth_token, "")) {
-            ("simple", _) => AuthToken::Simple,
-            ("jwt", options) => {
-                AuthToken::Jwt(crate::auth::jwt::JwtOptions::parse(options).map_err(|e| {
-                    ConfigError::Invalid(format!("failed to create a JWT token provider: {e}"))
-                })?)
-            }
-            // etcd logs the unknown type and fails with its generic options error.
-            _ => return Err(ConfigError::Invalid("auth: invalid auth options".to_string())),
-        };
+        let auth_token =
+            AuthToken::parse(&flags.auth_token).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let listen_client_urls = split_urls(&flags.listen_client_urls);
         let mut listen_client_addrs = Vec::new();
         let mut listen_client_tls_addrs = Vec::new();
@@ -257,8 +252,8 @@ impl Config {
         }
         // etcd takes any other value as basic.
         let metrics = match flags.metrics.as_str() {
-            "extensive" => crate::metrics::MetricsLevel::Extensive,
-            _ => crate::metrics::MetricsLevel::Basic,
+            "extensive" => MetricsLevel::Extensive,
+            _ => MetricsLevel::Basic,
         };
         let auto_compaction =
             parse_auto_compaction(&flags.auto_compaction_mode, &flags.auto_compaction_retention)?;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::EtcdFileError;
+use crate::error::EtcdFileError;
 
 /// A snapshot file mapped into memory: multi-gigabyte files are read page by page, never
 /// copied whole.

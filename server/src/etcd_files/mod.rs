@@ -22,6 +22,7 @@ pub mod replay;
 pub mod status;
 pub mod takeover;
 
+pub use crate::error::EtcdFileError;
 pub use mapped::MappedFile;
 
 pub const BUCKET_KEY: &[u8] = b"key";
@@ -68,28 +69,4 @@ pub struct LeaseRecord {
     /// Set only for leases checkpointed with --experimental-enable-lease-checkpoint.
     #[prost(int64, tag = "3")]
     pub remaining_ttl: i64,
-}
-
-/// What is wrong with an etcd file; the message names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdFileError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid database: {source}")]
-    Bbolt {
-        path: String,
-        #[source]
-        source: rkv_bbolt::Error,
-    },
-    #[error("{path}: not an etcd database: {detail}")]
-    Schema { path: String, detail: String },
-    /// Restore options that cannot go together or do not fit the file.
-    #[error("{0}")]
-    Options(String),
-    #[error("{0}")]
-    Storage(#[from] rkv_storage::StorageError),
 }

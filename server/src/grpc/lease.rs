@@ -165,29 +165,3 @@ pub fn time_to_live(shared: &Shared, r: LeaseTimeToLiveRequest) -> LeaseTimeToLi
     shared.fill_header(&mut resp.header);
     resp
 }
-
-/// Revokes expired leases through the log, as etcd's leader does, checking twice a second
-/// so that keys go within about a second of their TTL.
-pub async fn expire_leases(shared: Shared, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        if !shared.node.is_leader() {
-            continue;
-        }
-        for id in shared.lessor.expired() {
-            let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
-            match shared.node.propose(revoke).await {
-                Ok(_) => {
-                    shared.metrics.lease_expired.inc();
-                    tracing::info!(lease = %format!("{id:016x}"), "lease expired and revoked")
-                }
-                Err(ServerError::LeaseNotFound) => {}
-                Err(e) => tracing::warn!(lease = id, error = %e, "cannot revoke an expired lease"),
-            }
-        }
-    }
-}

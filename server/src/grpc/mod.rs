@@ -6,9 +6,8 @@ pub mod cluster;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod peer;
 pub mod watch;
-
-use std::sync::Arc;
 
 use prost::Message;
 use rkv_proto::etcdserverpb::ResponseHeader;
@@ -16,7 +15,8 @@ use rkv_proto::rkvpb::AuthInfo;
 use tonic::{Request, Status};
 
 use crate::error::ServerError;
-use crate::member::MemberState;
+use crate::state::MemberState;
+pub use crate::state::Shared;
 
 /// gRPC metadata keys a client's auth token may come in (etcd's, and its gateway's).
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
@@ -81,8 +81,6 @@ impl MemberState {
         Ok(())
     }
 }
-
-pub type Shared = Arc<MemberState>;
 
 /// The subject common name of a DER certificate.
 fn common_name(der: &[u8]) -> Option<String> {

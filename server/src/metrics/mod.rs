@@ -14,15 +14,9 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::member::MemberState;
 use crate::version::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
-/// `--metrics`: etcd's `extensive` adds gRPC handling-time histograms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricsLevel {
-    Basic,
-    Extensive,
-}
+pub use crate::config::MetricsLevel;
 
 pub struct Metrics {
     registry: Registry,
@@ -277,33 +271,30 @@ impl Metrics {
 
     /// Sets the gauges that mirror the member's state, then encodes every metric in
     /// Prometheus' text format.
-    pub fn scrape(&self, state: &MemberState) -> String {
-        let m = state.node.raft.metrics().borrow().clone();
-        let me = state.identity.member_id;
-        self.has_leader.set(m.current_leader.is_some() as i64);
-        self.is_leader.set((m.current_leader == Some(me)) as i64);
-        let voter = m.membership_config.membership().voter_ids().any(|id| id == me);
-        self.is_learner.set(!voter as i64);
-        self.proposals_applied.set(m.last_applied.map_or(0, |l| l.index) as i64);
-        self.server_id.with_label_values(&[format!("{me:x}").as_str()]).set(1);
-        self.quota_backend_bytes.set(state.config.quota_backend_bytes as i64);
-        if let Ok((total, in_use)) = state.store.db_size() {
+    pub fn scrape(&self, g: &MemberGauges) -> String {
+        self.has_leader.set(g.leader.is_some() as i64);
+        self.is_leader.set((g.leader == Some(g.member_id)) as i64);
+        self.is_learner.set(g.learner as i64);
+        self.proposals_applied.set(g.applied_index as i64);
+        self.server_id.with_label_values(&[format!("{:x}", g.member_id).as_str()]).set(1);
+        self.quota_backend_bytes.set(g.quota_backend_bytes as i64);
+        // A store figure that could not be read keeps its last value (and was logged).
+        if let Some((total, in_use)) = g.db_size {
             self.db_total_size.set(total as i64);
             self.db_total_size_in_use.set(in_use as i64);
         }
-        if let Ok(keys) = state.store.live_keys() {
+        if let Some(keys) = g.keys {
             self.keys_total.set(keys as i64);
         }
-        if let Ok(rev) = state.store.current_revision() {
+        if let Some(rev) = g.current_revision {
             self.current_revision.set(rev);
         }
-        if let Ok(rev) = state.store.compacted_revision() {
+        if let Some(rev) = g.compact_revision {
             self.compact_revision.set(rev);
         }
-        let counts = state.hub.counts();
-        self.watch_stream_total.set(counts.streams as i64);
-        self.watcher_total.set(counts.watchers as i64);
-        self.slow_watcher_total.set(counts.unsynced as i64);
+        self.watch_stream_total.set(g.watch_streams as i64);
+        self.watcher_total.set(g.watchers as i64);
+        self.slow_watcher_total.set(g.unsynced_watchers as i64);
 
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -311,6 +302,24 @@ impl Metrics {
         }
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// The member's state that gauges mirror, read at each scrape.
+#[derive(Debug, Default)]
+pub struct MemberGauges {
+    pub member_id: u64,
+    pub leader: Option<u64>,
+    pub learner: bool,
+    pub applied_index: u64,
+    pub quota_backend_bytes: u64,
+    /// None where the store could not answer.
+    pub db_size: Option<(u64, u64)>,
+    pub keys: Option<u64>,
+    pub current_revision: Option<i64>,
+    pub compact_revision: Option<i64>,
+    pub watch_streams: usize,
+    pub watchers: usize,
+    pub unsynced_watchers: usize,
 }
 
 /// Seconds as the histograms take them.

@@ -11,7 +11,6 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
-pub mod peer;
 pub mod state_machine;
 mod transfer;
 
@@ -25,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{Command, CommandResponse};
 
 use crate::error::ServerError;
+
+/// What a member that is not the leader answers a forwarded proposal with.
+pub const NOT_LEADER: &str = "rkv: not the leader";
 
 openraft::declare_raft_types!(
     /// rkv's raft types: commands and results of the etcd API, members named by etcd member IDs.

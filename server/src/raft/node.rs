@@ -57,7 +57,7 @@ fn never_sent(status: &tonic::Status) -> bool {
     // tonic's wording for a connection that could not be made, before any request bytes.
     status.message().starts_with("Service was not ready")
         || status.message() == "tcp connect error"
-        || (status.code() == tonic::Code::FailedPrecondition && status.message() == super::peer::NOT_LEADER)
+        || (status.code() == tonic::Code::FailedPrecondition && status.message() == super::NOT_LEADER)
 }
 
 impl RaftNode {

@@ -12,11 +12,11 @@ use tracing::{info, warn};
 
 use crate::apply::Command;
 use crate::config::AutoCompaction;
-use crate::grpc::Shared;
+use crate::state::Shared;
 
 const REVISION_MODE_INTERVAL: Duration = Duration::from_secs(300);
 
-pub async fn run(shared: Shared, mode: AutoCompaction, mut stop: watch::Receiver<bool>) {
+pub(super) async fn run(shared: Shared, mode: AutoCompaction, mut stop: watch::Receiver<bool>) {
     let (tick, retention) = match mode {
         AutoCompaction::Disabled => return,
         // etcd samples every retention/10 (at most 1h) and compacts to the sample that is one

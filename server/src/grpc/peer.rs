@@ -1,4 +1,4 @@
-//! The server half of the peer transport: openraft's RPCs from other members, proposals and
+//! The server half of the peer transport (the client half is `raft::network`): openraft's RPCs from other members, proposals and
 //! read-index requests forwarded by followers, and lease keep-alives (the leader's lessor
 //! alone keeps lease deadlines).
 
@@ -12,13 +12,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::codec::{from_bytes, result_to_proto, to_bytes};
-use super::TypeConfig;
-use crate::grpc::lease::time_to_live;
-use crate::grpc::Shared;
-
-/// What a member that is not the leader answers a forwarded proposal with.
-pub const NOT_LEADER: &str = "rkv: not the leader";
+use super::lease::time_to_live;
+use super::Shared;
+use crate::raft::codec::{from_bytes, result_to_proto, to_bytes};
+use crate::raft::{PeerNode, Proposal, TypeConfig, NOT_LEADER};
 
 pub struct PeerService {
     shared: Shared,
@@ -67,11 +64,10 @@ impl Peer for PeerService {
             // Refused before it reached the log: the proposer may safely try the new leader.
             return Err(Status::failed_precondition(NOT_LEADER));
         };
-        let (result, index) =
-            match node.propose_local(super::Proposal(command), node.request_deadline()).await {
-                Ok((resp, index)) => (Ok(resp), index),
-                Err(e) => (Err(e), 0),
-            };
+        let (result, index) = match node.propose_local(Proposal(command), node.request_deadline()).await {
+            Ok((resp, index)) => (Ok(resp), index),
+            Err(e) => (Err(e), 0),
+        };
         let mut reply = result_to_proto(&result);
         reply.log_index = index;
         Ok(Response::new(reply))
@@ -93,7 +89,7 @@ impl Peer for PeerService {
 
     async fn members(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let metrics = self.shared.node.raft.metrics().borrow().clone();
-        let nodes: Vec<(u64, super::PeerNode)> =
+        let nodes: Vec<(u64, PeerNode)> =
             metrics.membership_config.membership().nodes().map(|(id, n)| (*id, n.clone())).collect();
         encode(&(self.shared.identity.cluster_id, nodes))
     }
