@@ -29,7 +29,7 @@ impl AuthService {
         match self.shared.node.propose_as(Command::Auth(change), Some(who)).await? {
             CommandResponse::Auth(_) => {
                 let mut header = None;
-                self.shared.fill_header(&mut header);
+                self.shared.fill_header(&mut header)?;
                 Ok(header)
             }
             _ => Err(ServerError::UnexpectedResponse.into()),
@@ -40,7 +40,7 @@ impl AuthService {
     async fn settle(&self) -> Result<Option<ResponseHeader>, Status> {
         self.shared.node.linearizable_barrier().await?;
         let mut header = None;
-        self.shared.fill_header(&mut header);
+        self.shared.fill_header(&mut header)?;
         Ok(header)
     }
 
@@ -96,7 +96,7 @@ impl rkv_proto::etcdserverpb::auth_server::Auth for AuthService {
                 return Err(ServerError::UnexpectedResponse.into());
             };
             let mut header = None;
-            self.shared.fill_header(&mut header);
+            self.shared.fill_header(&mut header)?;
             return Ok(Response::new(AuthenticateResponse { header, token }));
         }
     }

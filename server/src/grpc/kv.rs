@@ -77,7 +77,7 @@ impl Kv for KvService {
         } else {
             self.read(move |store| kv::range(&store.read_view()?, &r)).await?
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -91,7 +91,7 @@ impl Kv for KvService {
         let CommandResponse::Put(mut resp) = self.propose(Command::Put(r), who).await? else {
             return Err(unexpected());
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -107,7 +107,7 @@ impl Kv for KvService {
         let CommandResponse::DeleteRange(mut resp) = self.propose(Command::DeleteRange(r), who).await? else {
             return Err(unexpected());
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -141,7 +141,7 @@ impl Kv for KvService {
             };
             resp
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -160,7 +160,7 @@ impl Kv for KvService {
             // etcd answers a physical compaction once this member has deleted the history.
             self.shared.applier.wait_compacted(rev).await?;
         }
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 }

@@ -62,7 +62,7 @@ impl Lease for LeaseService {
         else {
             return Err(ServerError::UnexpectedResponse.into());
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -77,7 +77,7 @@ impl Lease for LeaseService {
         else {
             return Err(ServerError::UnexpectedResponse.into());
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -118,10 +118,10 @@ impl Lease for LeaseService {
         // The leader alone knows how much of a lease's TTL is left.
         if let Some(mut leader) = self.shared.node.leader_client().await? {
             let mut resp = leader.lease_time_to_live(r).await?.into_inner();
-            self.shared.fill_header(&mut resp.header);
+            self.shared.fill_header(&mut resp.header)?;
             return Ok(Response::new(resp));
         }
-        Ok(Response::new(time_to_live(&self.shared, r)))
+        Ok(Response::new(time_to_live(&self.shared, r)?))
     }
 
     async fn lease_leases(
@@ -130,7 +130,7 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let leases = self.shared.lessor.list().into_iter().map(|id| LeaseStatus { id }).collect();
         let mut resp = LeaseLeasesResponse { header: None, leases };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 }
@@ -139,18 +139,18 @@ impl Lease for LeaseService {
 async fn keep_alive(shared: &Shared, req: LeaseKeepAliveRequest) -> Result<LeaseKeepAliveResponse, Status> {
     if let Some(mut leader) = shared.node.leader_client().await? {
         let mut resp = leader.lease_keep_alive(req).await?.into_inner();
-        shared.fill_header(&mut resp.header);
+        shared.fill_header(&mut resp.header)?;
         return Ok(resp);
     }
     // etcd answers an unknown or expired lease with TTL 0.
     let ttl = shared.lessor.renew(req.id).unwrap_or(0);
     let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
-    shared.fill_header(&mut resp.header);
+    shared.fill_header(&mut resp.header)?;
     Ok(resp)
 }
 
 /// LeaseTimeToLive from this member's lessor.
-pub fn time_to_live(shared: &Shared, r: LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse {
+pub fn time_to_live(shared: &Shared, r: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
     let mut resp = match shared.lessor.time_to_live(r.id, r.keys) {
         Some(t) => LeaseTimeToLiveResponse {
             header: None,
@@ -162,6 +162,6 @@ pub fn time_to_live(shared: &Shared, r: LeaseTimeToLiveRequest) -> LeaseTimeToLi
         // etcd: a lease that does not exist (any more) has TTL -1.
         None => LeaseTimeToLiveResponse { header: None, id: r.id, ttl: -1, granted_ttl: 0, keys: Vec::new() },
     };
-    shared.fill_header(&mut resp.header);
-    resp
+    shared.fill_header(&mut resp.header)?;
+    Ok(resp)
 }

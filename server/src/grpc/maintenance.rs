@@ -91,7 +91,7 @@ impl Maintenance for MaintenanceService {
             },
             Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -126,7 +126,7 @@ impl Maintenance for MaintenanceService {
             db_size_quota: self.shared.config.quota_backend_bytes as i64,
             downgrade_info: None,
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -141,7 +141,7 @@ impl Maintenance for MaintenanceService {
             .map_err(|_| Status::from(ServerError::Stopped))?
             .map_err(ServerError::from)?;
         let mut resp = DefragmentResponse { header: None };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -156,7 +156,7 @@ impl Maintenance for MaintenanceService {
             header: Some(rkv_proto::etcdserverpb::ResponseHeader { revision: rev, ..Default::default() }),
             hash,
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -177,7 +177,7 @@ impl Maintenance for MaintenanceService {
             compact_revision: h.compact_rev,
             hash_revision: h.hash_rev,
         };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -238,7 +238,7 @@ impl Maintenance for MaintenanceService {
         let node = &self.shared.node;
         node.transfer_leadership(target, node.request_deadline()).await?;
         let mut resp = MoveLeaderResponse::default();
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 

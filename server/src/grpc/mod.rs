@@ -50,14 +50,15 @@ impl MemberState {
 
     /// The header etcd puts on a response: ids, term, and the store revision unless the
     /// request set its own.
-    pub fn fill_header(&self, header: &mut Option<ResponseHeader>) {
+    pub fn fill_header(&self, header: &mut Option<ResponseHeader>) -> Result<(), Status> {
         let h = header.get_or_insert_with(ResponseHeader::default);
         h.cluster_id = self.identity.cluster_id;
         h.member_id = self.identity.member_id;
         h.raft_term = self.node.term();
         if h.revision == 0 {
-            h.revision = self.store.current_revision().unwrap_or(0);
+            h.revision = self.store.current_revision().map_err(ServerError::from)?;
         }
+        Ok(())
     }
 
     /// The gRPC receive limit etcd sets (`--max-request-bytes` + 512 KiB), with grpc-go's error.

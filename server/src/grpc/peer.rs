@@ -102,7 +102,7 @@ impl Peer for PeerService {
         // etcd answers an unknown or expired lease with TTL 0.
         let ttl = self.shared.lessor.renew(req.id).unwrap_or(0);
         let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
-        self.shared.fill_header(&mut resp.header);
+        self.shared.fill_header(&mut resp.header)?;
         Ok(Response::new(resp))
     }
 
@@ -110,7 +110,7 @@ impl Peer for PeerService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        Ok(Response::new(time_to_live(&self.shared, request.into_inner())))
+        Ok(Response::new(time_to_live(&self.shared, request.into_inner())?))
     }
 
     async fn timeout_now(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
