@@ -14,7 +14,7 @@ use rkv_proto::etcdserverpb::{
 
 use common::cluster::{assert_same_history, hash_kv, keys, kv, prefix_end, wait_acked, write_load, Cluster};
 use common::watch::WatchConn;
-use common::{channel, etcdctl, tempdir, Rkv, Server};
+use common::{assert_acknowledged_writes_present, channel, etcdctl, tempdir, Rkv, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_write_read_and_watch_on_any_member() {
@@ -140,17 +140,9 @@ async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
     for w in writers {
         let _ = w.await;
     }
-    let acked: BTreeSet<String> = acked.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for m in &cluster.members {
-        let (present, _) = keys(m, "load/", false).await;
-        let lost: Vec<&String> = acked.difference(&present).collect();
-        assert!(
-            lost.is_empty(),
-            "{} acknowledged writes lost on {}: {:?}",
-            lost.len(),
-            m.endpoint(),
-            &lost[..lost.len().min(5)]
-        );
+        assert_acknowledged_writes_present(m, &acked, &format!("after {cycles} kill cycles")).await;
     }
     assert_same_history(&cluster).await;
     eprintln!("{} acknowledged writes over {cycles} kill cycles, none lost", acked.len());

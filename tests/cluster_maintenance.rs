@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use common::cluster::{assert_same_history, keys, status, wait_acked, write_load, Cluster};
-use common::{etcdctl, rctl, tempdir, Server};
+use common::{assert_acknowledged_writes_present, etcdctl, rctl, tempdir, Server};
 
 /// The member ID of each member, in `members` order.
 async fn member_ids(cluster: &Cluster) -> Vec<u64> {
@@ -54,10 +53,9 @@ async fn move_leader_hands_over_under_load_as_etcdctl_expects() {
     for w in writers {
         let _ = w.await;
     }
-    let acked: BTreeSet<String> = acked.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for m in &cluster.members {
-        let (present, _) = keys(m, "load/", false).await;
-        assert!(acked.is_subset(&present), "acknowledged writes missing on {}", m.endpoint());
+        assert_acknowledged_writes_present(m, &acked, "after two leadership transfers").await;
     }
     assert_same_history(&cluster).await;
 
