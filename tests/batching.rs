@@ -4,7 +4,8 @@
 mod common;
 
 use rkv_proto::etcdserverpb::{
-    auth_client::AuthClient, kv_client::KvClient, AuthenticateRequest, PutRequest, RangeRequest,
+    auth_client::AuthClient, kv_client::KvClient, maintenance_client::MaintenanceClient, AuthenticateRequest,
+    PutRequest, RangeRequest, StatusRequest,
 };
 use tonic::transport::Channel;
 
@@ -23,26 +24,48 @@ async fn put_as(ch: Channel, token: Option<String>, key: String) -> Result<i64, 
         .map_err(|s| s.message().to_string())
 }
 
+/// The index of the last entry in the member's raft log (Maintenance Status' raftIndex).
+async fn raft_index(ch: Channel) -> u64 {
+    MaintenanceClient::new(ch)
+        .status(StatusRequest {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_inner()
+        .raft_index
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_puts_each_get_their_own_revision() {
+async fn concurrent_puts_share_entries_and_each_get_their_own_revision() {
+    const PUTS: i64 = 200;
     let dir = tempdir();
     let rkv = Rkv::start(dir.path());
     let ch = channel(&rkv).await;
+    let first_index = raft_index(ch.clone()).await;
     let writes: Vec<_> =
-        (0..200).map(|i| tokio::spawn(put_as(ch.clone(), None, format!("/k/{i:03}")))).collect();
+        (0..PUTS).map(|i| tokio::spawn(put_as(ch.clone(), None, format!("/k/{i:03}")))).collect();
     let mut revisions = Vec::new();
     for (i, w) in writes.into_iter().enumerate() {
-        let rev = w.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("put {i}: {e}"));
+        revisions.push(w.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("put {i}: {e}")));
+    }
+    // Without batching each put is an entry of its own (and anything else the member
+    // proposes meanwhile only adds entries): fewer entries than puts means puts shared one.
+    let entries = raft_index(ch.clone()).await - first_index;
+    assert!(entries < PUTS as u64, "{PUTS} concurrent puts took {entries} raft log entries: none shared one");
+    for (i, rev) in revisions.iter().enumerate() {
         let got = KvClient::new(ch.clone())
             .range(RangeRequest { key: format!("/k/{i:03}").into_bytes(), ..Default::default() })
             .await
             .unwrap_or_else(|e| panic!("{e}"))
             .into_inner();
-        assert_eq!(got.kvs.first().map(|kv| kv.mod_revision), Some(rev), "key {i}");
-        revisions.push(rev);
+        assert_eq!(got.kvs.first().map(|kv| kv.mod_revision), Some(*rev), "key {i}");
     }
     revisions.sort_unstable();
-    assert_eq!(revisions, (2..202).collect::<Vec<i64>>(), "one revision per put, none shared or skipped");
+    assert_eq!(
+        revisions,
+        (2..PUTS + 2).collect::<Vec<i64>>(),
+        "one revision per put, none shared or skipped"
+    );
+    eprintln!("{PUTS} concurrent puts in {entries} raft log entries");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

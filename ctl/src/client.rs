@@ -62,6 +62,36 @@ impl Dialer {
     }
 }
 
+/// The --endpoints and how to dial them: what every command reaches the cluster through.
+pub struct Endpoints {
+    pub list: Vec<String>,
+    pub dialer: Dialer,
+}
+
+impl Endpoints {
+    /// A client of the first endpoint, the one rctl's single-endpoint commands talk to.
+    pub async fn first(&self) -> Result<Client, CtlError> {
+        let endpoint = self.list.first().map_or("127.0.0.1:2379", String::as_str);
+        self.dialer.connect(endpoint).await
+    }
+
+    /// `first` without the command timeout, as etcdctl runs txn, snapshot save and watch.
+    pub async fn first_unbounded(&self) -> Result<Client, CtlError> {
+        let mut c = self.first().await?;
+        c.command_timeout = Duration::from_secs(u32::MAX as u64);
+        Ok(c)
+    }
+
+    /// A client of each endpoint, all connected (and logged in) before any command runs.
+    pub async fn each(&self, endpoints: &[String]) -> Result<Vec<(String, Client)>, CtlError> {
+        let mut clients = Vec::new();
+        for ep in endpoints {
+            clients.push((ep.clone(), self.dialer.connect(ep).await?));
+        }
+        Ok(clients)
+    }
+}
+
 impl Client {
     pub fn connect(
         endpoint: &str,

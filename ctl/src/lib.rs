@@ -10,7 +10,6 @@ mod k8s;
 mod print;
 mod tls;
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -95,7 +94,7 @@ enum Command {
         #[arg(long, global = true)]
         cluster: bool,
         #[command(subcommand)]
-        command: EndpointCommand,
+        command: command::endpoint::EndpointCommand,
     },
     /// Defragments the storage of the etcd members with given endpoints.
     Defrag {
@@ -147,20 +146,6 @@ enum Command {
     },
     /// Prints the version of rctl.
     Version,
-}
-
-#[derive(Subcommand, Debug)]
-enum EndpointCommand {
-    /// Prints out the status of endpoints specified in `--endpoints` flag.
-    Status,
-    /// Checks the healthiness of endpoints specified in `--endpoints` flag.
-    Health,
-    /// Prints the KV history hash for each endpoint in --endpoints.
-    Hashkv {
-        /// Maximum revision to hash (default: all revisions).
-        #[arg(long, default_value_t = 0)]
-        rev: i64,
-    },
 }
 
 /// Runs rctl with the process's arguments; the exit code follows etcdctl's.
@@ -242,27 +227,61 @@ fn go_duration(s: &str) -> Option<Duration> {
 
 type RunResult = Result<Out, (Out, CtlError)>;
 
+/// What a command printed before failing is still flushed, as etcdctl prints as it goes.
 async fn run(cli: Cli) -> RunResult {
-    let out = Out::default();
-    match run_command(cli, out).await {
-        Ok(out) => Ok(out),
-        Err(e) => Err(e),
+    let mut out = Out::default();
+    match run_command(cli, &mut out).await {
+        Ok(()) => Ok(out),
+        Err(e) => Err((out, e)),
     }
 }
 
-async fn run_command(cli: Cli, mut out: Out) -> RunResult {
-    macro_rules! tri {
-        ($e:expr) => {
-            match $e {
-                Ok(v) => v,
-                Err(e) => return Err((out, e)),
-            }
-        };
+/// Reads the global flags (all of them, before any command runs), then runs the command.
+async fn run_command(cli: Cli, out: &mut Out) -> Result<(), CtlError> {
+    let format = Format::parse(&cli.write_out)?;
+    let eps = endpoints(&cli)?;
+    let printer = Printer { format, value_only: false };
+    match cli.command {
+        Command::Put(args) => command::kv::put(args, &eps, &printer, out).await,
+        Command::Get(args) => command::kv::get(args, &eps, format, out).await,
+        Command::Del(args) => command::kv::del(args, &eps, &printer, out).await,
+        Command::Txn { interactive } => command::txn::run(interactive, &eps, &printer, out).await,
+        Command::Compaction(args) => command::kv::compaction(args, &eps, out).await,
+        Command::Endpoint { command, cluster } => {
+            command::endpoint::run(command, cluster, &eps, &printer, out).await
+        }
+        Command::Defrag { cluster } => command::defrag::run(cluster, &eps, out).await,
+        Command::Snapshot {
+            command: offline @ (SnapshotCommand::Restore(_) | SnapshotCommand::Status { .. }),
+        } => command::snapshot::run_offline(offline, format, out),
+        Command::Snapshot { command } => {
+            command::snapshot::run(command, &eps.list, &eps.first_unbounded().await?, out).await
+        }
+        Command::Alarm { command } => command::alarm::run(command, &eps.first().await?, out).await,
+        Command::Auth { command } => command::auth::auth(command, &eps.first().await?, out).await,
+        Command::User { command } => command::auth::user(command, &eps.first().await?, out).await,
+        Command::Role { command } => command::auth::role(command, &eps.first().await?, out).await,
+        Command::MoveLeader { transferee } => {
+            let clients = eps.each(&eps.list).await?;
+            command::move_leader::run(&transferee, &clients, format, out).await
+        }
+        Command::Member { command } => {
+            command::member::run(command, &eps.first().await?, &printer, out).await
+        }
+        Command::Watch(args) => command::watch::run(args, &eps.first_unbounded().await?, format).await,
+        Command::Lease { command } => command::lease::run(command, &eps.first().await?, format, out).await,
+        Command::Version => {
+            out.line(&format!("rctl version: {}", env!("CARGO_PKG_VERSION")));
+            out.line("API version: 3.5");
+            Ok(())
+        }
     }
-    let format = tri!(Format::parse(&cli.write_out));
-    let dial = tri!(parse_duration("dial-timeout", &cli.dial_timeout));
-    let command_timeout = tri!(parse_duration("command-timeout", &cli.command_timeout));
-    let endpoint = cli.endpoints.first().cloned().unwrap_or_else(|| "127.0.0.1:2379".into());
+}
+
+/// The connection flags: timeouts, TLS, and --user (prompting for a password it lacks).
+fn endpoints(cli: &Cli) -> Result<client::Endpoints, CtlError> {
+    let dial_timeout = parse_duration("dial-timeout", &cli.dial_timeout)?;
+    let command_timeout = parse_duration("command-timeout", &cli.command_timeout)?;
     let tls = tls::TlsFlags {
         cacert: cli.cacert.clone(),
         cert: cli.cert.clone(),
@@ -275,204 +294,9 @@ async fn run_command(cli: Cli, mut out: Out) -> RunResult {
         (Some(u), Some(p)) => Some((u.clone(), p.clone())),
         (Some(u), None) => match u.split_once(':') {
             Some((name, password)) => Some((name.to_string(), password.to_string())),
-            None => Some((u.clone(), tri!(read_password()))),
+            None => Some((u.clone(), read_password()?)),
         },
     };
-    let dialer = client::Dialer { dial_timeout: dial, command_timeout, tls, user };
-    let client = || dialer.connect(&endpoint);
-    let mut printer = Printer { format, value_only: false };
-    match cli.command {
-        Command::Put(args) => {
-            let req = tri!(args.request(|| {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s).ok().map(|_| s)
-            }));
-            let c = tri!(client().await);
-            let resp = tri!(c.call(|| async { c.kv().put(req.clone()).await }).await);
-            tri!(printer.put(&mut out, &resp));
-        }
-        Command::Get(args) => {
-            let req = tri!(args.request());
-            if args.print_value_only {
-                if format != Format::Simple {
-                    return Err((
-                        out,
-                        CtlError::bad_args("print-value-only is only for `--write-out=simple`"),
-                    ));
-                }
-                printer.value_only = true;
-            }
-            if args.count_only && format != Format::Fields {
-                return Err((out, CtlError::bad_args("--count-only is only for `--write-out=fields`")));
-            }
-            let c = tri!(client().await);
-            let resp = tri!(c.call(|| async { c.kv().range(req.clone()).await }).await);
-            tri!(printer.get(&mut out, &resp));
-        }
-        Command::Del(args) => {
-            let req = tri!(args.request());
-            let c = tri!(client().await);
-            let resp = tri!(c.call(|| async { c.kv().delete_range(req.clone()).await }).await);
-            tri!(printer.del(&mut out, &resp));
-        }
-        Command::Txn { interactive } => {
-            let stdin = std::io::stdin();
-            let req = tri!(command::txn::read_txn(&mut stdin.lock(), interactive));
-            // etcdctl runs txn without the command timeout.
-            let mut c = tri!(client().await);
-            c.command_timeout = Duration::from_secs(u32::MAX as u64);
-            let resp = tri!(c.call(|| async { c.kv().txn(req.clone()).await }).await);
-            tri!(printer.txn(&mut out, &resp));
-        }
-        Command::Compaction(args) => {
-            let req = tri!(args.request());
-            let c = tri!(client().await);
-            tri!(c.call(|| async { c.kv().compact(req).await }).await);
-            out.line(&format!("compacted revision {}", req.revision));
-        }
-        Command::Endpoint { command, cluster } => {
-            let endpoints = if cluster {
-                let c = tri!(client().await);
-                tri!(command::member::cluster_endpoints(&c).await)
-            } else {
-                cli.endpoints.clone()
-            };
-            let mut clients = Vec::new();
-            for ep in &endpoints {
-                clients.push((ep.clone(), tri!(dialer.connect(ep).await)));
-            }
-            match command {
-                EndpointCommand::Status => {
-                    let (list, failed) = command::endpoint::status(&clients).await;
-                    printer.endpoint_status(&mut out, &list);
-                    if failed {
-                        return Err((out, CtlError::new(EXIT_ERROR, "endpoint status failed")));
-                    }
-                }
-                EndpointCommand::Health => {
-                    let list = command::endpoint::health(&clients).await;
-                    printer.endpoint_health(&mut out, &list);
-                    if list.iter().any(|h| !h.health) {
-                        return Err((out, command::endpoint::unhealthy()));
-                    }
-                }
-                EndpointCommand::Hashkv { rev } => {
-                    let mut list = Vec::new();
-                    let mut last_error = None;
-                    for (ep, c) in &clients {
-                        let req = rkv_proto::etcdserverpb::HashKvRequest { revision: rev };
-                        match c.call(|| async { c.maintenance().hash_kv(req).await }).await {
-                            Ok(r) => list.push((ep.clone(), r)),
-                            Err(e) => {
-                                eprintln!("Failed to get the hash of endpoint {ep} ({})", e.message);
-                                last_error = Some(e);
-                            }
-                        }
-                    }
-                    match format {
-                        Format::Json => {
-                            let items: Vec<String> = list
-                                .iter()
-                                .map(|(ep, r)| {
-                                    let hash = json::Obj::new()
-                                        .obj("header", json::header(&r.header))
-                                        .uint("hash", u64::from(r.hash))
-                                        .int("compact_revision", r.compact_revision)
-                                        .build();
-                                    json::Obj::new()
-                                        .raw("Endpoint", json::string(ep))
-                                        .raw("HashKV", hash)
-                                        .build()
-                                })
-                                .collect();
-                            out.line(&format!("[{}]", items.join(",")));
-                        }
-                        _ => {
-                            for (ep, r) in &list {
-                                out.line(&format!("{ep}, {}", r.hash));
-                            }
-                        }
-                    }
-                    // etcdctl ends with the last endpoint's error.
-                    if let Some(e) = last_error {
-                        return Err((out, e));
-                    }
-                }
-            }
-        }
-        Command::Snapshot {
-            command: offline @ (SnapshotCommand::Restore(_) | SnapshotCommand::Status { .. }),
-        } => {
-            tri!(command::snapshot::run_offline(offline, format, &mut out));
-        }
-        Command::Snapshot { command } => {
-            let mut c = tri!(client().await);
-            c.command_timeout = Duration::from_secs(u32::MAX as u64);
-            tri!(command::snapshot::run(command, &cli.endpoints, &c, &mut out).await);
-        }
-        Command::Alarm { command } => {
-            let c = tri!(client().await);
-            tri!(command::alarm::run(command, &c, &mut out).await);
-        }
-        Command::Auth { command } => {
-            let c = tri!(client().await);
-            tri!(command::auth::auth(command, &c, &mut out).await);
-        }
-        Command::User { command } => {
-            let c = tri!(client().await);
-            tri!(command::auth::user(command, &c, &mut out).await);
-        }
-        Command::Role { command } => {
-            let c = tri!(client().await);
-            tri!(command::auth::role(command, &c, &mut out).await);
-        }
-        Command::MoveLeader { transferee } => {
-            let mut clients = Vec::new();
-            for ep in &cli.endpoints {
-                clients.push((ep.clone(), tri!(dialer.connect(ep).await)));
-            }
-            tri!(command::move_leader::run(&transferee, &clients, format, &mut out).await);
-        }
-        Command::Member { command } => {
-            let c = tri!(client().await);
-            tri!(command::member::run(command, &c, &printer, &mut out).await);
-        }
-        Command::Defrag { cluster } => {
-            let endpoints = if cluster {
-                let c = tri!(client().await);
-                tri!(command::member::cluster_endpoints(&c).await)
-            } else {
-                cli.endpoints.clone()
-            };
-            let mut failed = false;
-            for ep in &endpoints {
-                let c = tri!(dialer.connect(ep).await);
-                let req = rkv_proto::etcdserverpb::DefragmentRequest {};
-                match c.call(|| async { c.maintenance().defragment(req).await }).await {
-                    Ok(_) => out.line(&format!("Finished defragmenting etcd member[{ep}]")),
-                    Err(e) => {
-                        eprintln!("Failed to defragment etcd member[{ep}] ({})", e.message);
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                return Err((out, CtlError::new(EXIT_ERROR, "")));
-            }
-        }
-        Command::Watch(args) => {
-            let mut c = tri!(client().await);
-            c.command_timeout = Duration::from_secs(u32::MAX as u64);
-            tri!(command::watch::run(args, &c, format).await);
-        }
-        Command::Lease { command } => {
-            let c = tri!(client().await);
-            tri!(command::lease::run(command, &c, format, &mut out).await);
-        }
-        Command::Version => {
-            out.line(&format!("rctl version: {}", env!("CARGO_PKG_VERSION")));
-            out.line("API version: 3.5");
-        }
-    }
-    Ok(out)
+    let dialer = client::Dialer { dial_timeout, command_timeout, tls, user };
+    Ok(client::Endpoints { list: cli.endpoints.clone(), dialer })
 }

@@ -11,7 +11,7 @@ use rkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use rkv_proto::etcdserverpb::{kv_client::KvClient, HashKvRequest, PutRequest, RangeRequest, StatusRequest};
 use tonic::transport::Channel;
 
-use super::{channel, free_port, Rkv, Server};
+use super::{channel, free_port, Acked, Rkv, Server};
 
 pub struct Cluster {
     pub members: Vec<Rkv>,
@@ -220,11 +220,12 @@ pub async fn assert_same_history(cluster: &Cluster) {
     }
 }
 
-/// Puts unique keys through any member until told to stop; records every acknowledged key.
+/// Puts unique keys through any member until told to stop; records every acknowledged key with
+/// the revision of its answer.
 pub async fn write_load(
     endpoints: Vec<String>,
     writer: usize,
-    acked: Arc<Mutex<Vec<String>>>,
+    acked: Arc<Mutex<Vec<Acked>>>,
     stop: Arc<Mutex<bool>>,
 ) {
     let mut n = 0u64;
@@ -249,7 +250,10 @@ pub async fn write_load(
             let put =
                 PutRequest { key: key.clone().into_bytes(), value: vec![b'x'; 64], ..Default::default() };
             match client.put(put).await {
-                Ok(_) => acked.lock().unwrap_or_else(|e| e.into_inner()).push(key),
+                Ok(resp) => {
+                    let rev = resp.into_inner().header.map_or(0, |h| h.revision);
+                    acked.lock().unwrap_or_else(|e| e.into_inner()).push((key, rev));
+                }
                 Err(_) => {
                     // Unknown outcome: the key may or may not exist. Try another member.
                     target += 1;
@@ -260,7 +264,7 @@ pub async fn write_load(
     }
 }
 
-pub async fn wait_acked(acked: &Arc<Mutex<Vec<String>>>, at_least: usize) {
+pub async fn wait_acked(acked: &Arc<Mutex<Vec<Acked>>>, at_least: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap_or_else(|e| e.into_inner()).len() < at_least {
         assert!(Instant::now() < deadline, "writes stalled below {at_least}");

@@ -528,6 +528,41 @@ pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
         .await
         .unwrap_or_else(|e| panic!("connect {}: {e}", server.url()))
 }
+
+/// A write a client saw acknowledged: its key and the revision its answer carried.
+pub type Acked = (String, i64);
+
+/// Panics unless `server` holds every acknowledged write, each key at the revision its put was
+/// answered with (the tests write each key once: a missing key is a lost write, another
+/// revision a write applied twice or under another revision). Reads every key linearizably.
+pub async fn assert_acknowledged_writes_present(server: &impl Server, acked: &[Acked], context: &str) {
+    use rkv_proto::etcdserverpb::{kv_client::KvClient, RangeRequest};
+    let every_key = RangeRequest { key: vec![0], range_end: vec![0], keys_only: true, ..Default::default() };
+    let stored: std::collections::HashMap<Vec<u8>, i64> = KvClient::new(channel(server).await)
+        .range(every_key)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: range on {}: {e}", server.endpoint()))
+        .into_inner()
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key, kv.mod_revision))
+        .collect();
+    let lost: Vec<(&str, i64, Option<&i64>)> = acked
+        .iter()
+        .filter(|(key, rev)| stored.get(key.as_bytes()) != Some(rev))
+        .map(|(key, rev)| (key.as_str(), *rev, stored.get(key.as_bytes())))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{context}: {} of {} acknowledged writes lost or changed on {} (key, acknowledged revision, \
+         stored revision): {:?}",
+        lost.len(),
+        acked.len(),
+        server.endpoint(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
 pub mod cluster;
 pub mod portability;
 pub mod tls;

@@ -1,4 +1,6 @@
-//! put, get, del and compaction: etcdctl's argument rules, then one RPC.
+//! put, get, del and compaction: etcdctl's argument rules, then one RPC and its printer.
+
+use std::io::Read;
 
 use clap::Args;
 use rkv_proto::etcdserverpb::{
@@ -6,7 +8,9 @@ use rkv_proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest,
 };
 
+use crate::client::Endpoints;
 use crate::error::{CtlError, EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR};
+use crate::print::{Format, Out, Printer};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct PutArgs {
@@ -257,6 +261,46 @@ impl CompactionArgs {
             .map_err(|e| CtlError::new(EXIT_ERROR, go_parse_int_error(&self.args[0], &e)))?;
         Ok(CompactionRequest { revision: rev, physical: self.physical })
     }
+}
+
+/// `put`: the value comes from stdin when only the key is given.
+pub async fn put(args: PutArgs, eps: &Endpoints, printer: &Printer, out: &mut Out) -> Result<(), CtlError> {
+    let req = args.request(|| {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).ok().map(|_| s)
+    })?;
+    let c = eps.first().await?;
+    let resp = c.call(|| async { c.kv().put(req.clone()).await }).await?;
+    printer.put(out, &resp)
+}
+
+/// `get`: --print-value-only and --count-only each belong to one output format.
+pub async fn get(args: GetArgs, eps: &Endpoints, format: Format, out: &mut Out) -> Result<(), CtlError> {
+    let req = args.request()?;
+    if args.print_value_only && format != Format::Simple {
+        return Err(CtlError::bad_args("print-value-only is only for `--write-out=simple`"));
+    }
+    if args.count_only && format != Format::Fields {
+        return Err(CtlError::bad_args("--count-only is only for `--write-out=fields`"));
+    }
+    let c = eps.first().await?;
+    let resp = c.call(|| async { c.kv().range(req.clone()).await }).await?;
+    Printer { format, value_only: args.print_value_only }.get(out, &resp)
+}
+
+pub async fn del(args: DelArgs, eps: &Endpoints, printer: &Printer, out: &mut Out) -> Result<(), CtlError> {
+    let req = args.request()?;
+    let c = eps.first().await?;
+    let resp = c.call(|| async { c.kv().delete_range(req.clone()).await }).await?;
+    printer.del(out, &resp)
+}
+
+pub async fn compaction(args: CompactionArgs, eps: &Endpoints, out: &mut Out) -> Result<(), CtlError> {
+    let req = args.request()?;
+    let c = eps.first().await?;
+    c.call(|| async { c.kv().compact(req).await }).await?;
+    out.line(&format!("compacted revision {}", req.revision));
+    Ok(())
 }
 
 /// Go's `strconv.ParseInt` error text.

@@ -1,5 +1,6 @@
 pub mod alarm;
 pub mod auth;
+pub mod defrag;
 pub mod endpoint;
 pub mod kv;
 pub mod lease;

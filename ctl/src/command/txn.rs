@@ -19,7 +19,9 @@ use rkv_proto::etcdserverpb::{
 };
 
 use super::kv::{DelArgs, GetArgs, PutArgs};
+use crate::client::Endpoints;
 use crate::error::{CtlError, EXIT_INVALID_INPUT};
+use crate::print::{Out, Printer};
 
 /// Reads the three sections of a txn from `input`; prompts go to stdout when interactive.
 pub fn read_txn(input: &mut impl BufRead, interactive: bool) -> Result<TxnRequest, CtlError> {
@@ -219,6 +221,19 @@ fn parse_op(line: &str) -> Result<RequestOp, CtlError> {
         OpKind::Del(d) => Request::RequestDeleteRange(d.request()?),
     };
     Ok(RequestOp { request: Some(request) })
+}
+
+/// `txn [--interactive]`: reads the whole transaction, then sends it without the command timeout.
+pub async fn run(
+    interactive: bool,
+    eps: &Endpoints,
+    printer: &Printer,
+    out: &mut Out,
+) -> Result<(), CtlError> {
+    let req = read_txn(&mut std::io::stdin().lock(), interactive)?;
+    let c = eps.first_unbounded().await?;
+    let resp = c.call(|| async { c.kv().txn(req.clone()).await }).await?;
+    printer.txn(out, &resp)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! and Maintenance snapshots and survives `snapshot restore`; changes are log commands applied
 //! on every member in order. An in-memory copy answers permission checks.
 
+mod apply;
 pub mod jwt;
 mod perm;
 pub mod token;
@@ -14,10 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use prost::Message;
-use rkv_proto::authpb::{permission::Type as PermType, Permission, Role, User, UserAddOptions};
+use rkv_proto::authpb::{permission::Type as PermType, Permission, Role, User};
 use rkv_proto::etcdserverpb::TxnRequest;
-use rkv_proto::rkvpb::{auth_command::Request as AuthRequest, AuthInfo};
-use rkv_storage::{Store, Writer};
+use rkv_proto::rkvpb::AuthInfo;
+use rkv_storage::Store;
 
 use crate::error::{Result, ServerError};
 pub use perm::Access;
@@ -190,196 +191,6 @@ impl AuthStore {
 
     pub fn roles(&self) -> Vec<String> {
         self.read().roles.keys().cloned().collect()
-    }
-
-    /// Applies one auth command, in log order on every member. Returns the token for
-    /// Authenticate.
-    /// `who` is None for the member's own commands, which need no permission.
-    pub fn apply(
-        &self,
-        writer: &mut Writer<'_>,
-        who: Option<&AuthInfo>,
-        request: &AuthRequest,
-    ) -> Result<Option<String>> {
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if let (Some(who), false) = (who, matches!(request, AuthRequest::Authenticate(_))) {
-            admin_in(&state, who)?;
-        }
-        let mut changed_users = Vec::new();
-        let mut changed_roles = Vec::new();
-        match request {
-            AuthRequest::Enable(_) => {
-                if state.enabled {
-                    return Ok(None);
-                }
-                let root = state.users.get(ROOT).ok_or(ServerError::RootUserNotExist)?;
-                if !has_root_role(root) {
-                    return Err(ServerError::RootRoleNotExist);
-                }
-                state.enabled = true;
-                writer.put_cluster(ENABLED_KEY, b"1")?;
-                self.tokens.clear();
-                // etcd's enable does not move the auth revision (disable does).
-                return Ok(None);
-            }
-            AuthRequest::Disable(_) => {
-                if !state.enabled {
-                    return Ok(None);
-                }
-                state.enabled = false;
-                writer.put_cluster(ENABLED_KEY, b"0")?;
-                self.tokens.clear();
-            }
-            AuthRequest::Authenticate(a) => {
-                if !state.enabled {
-                    return Err(ServerError::AuthNotEnabled);
-                }
-                let user = state.users.get(&a.name).ok_or(ServerError::AuthFailed)?;
-                if user.options.as_ref().is_some_and(|o| o.no_password) {
-                    return Err(ServerError::AuthFailed);
-                }
-                let info = AuthInfo { username: a.name.clone(), revision: state.revision };
-                // etcd's ErrVerifyOnly: a member given only the public JWT key.
-                let token = self.tokens.assign(&a.token, info).ok_or_else(|| {
-                    ServerError::Unknown("auth: token signing attempted with verify-only key".into())
-                })?;
-                return Ok(Some(token));
-            }
-            AuthRequest::UserAdd(r) => {
-                if r.name.is_empty() {
-                    return Err(ServerError::UserEmpty);
-                }
-                if state.users.contains_key(&r.name) {
-                    return Err(ServerError::UserAlreadyExist);
-                }
-                let options = r.options.unwrap_or(UserAddOptions { no_password: false });
-                let password =
-                    if options.no_password { Vec::new() } else { r.hashed_password.as_bytes().to_vec() };
-                let user = User {
-                    name: r.name.as_bytes().to_vec(),
-                    password,
-                    roles: Vec::new(),
-                    options: Some(options),
-                };
-                state.users.insert(r.name.clone(), user);
-                changed_users.push(r.name.clone());
-            }
-            AuthRequest::UserDelete(r) => {
-                if state.enabled && r.name == ROOT {
-                    return Err(ServerError::InvalidAuthMgmt);
-                }
-                if state.users.remove(&r.name).is_none() {
-                    return Err(ServerError::UserNotFound);
-                }
-                writer.delete_cluster(&key(USER_PREFIX, &r.name))?;
-                self.tokens.revoke_user(&r.name);
-            }
-            AuthRequest::UserChangePassword(r) => {
-                let user = state.users.get_mut(&r.name).ok_or(ServerError::UserNotFound)?;
-                // A user added with --no-password keeps none (etcd ignores the new one).
-                if !user.options.as_ref().is_some_and(|o| o.no_password) {
-                    user.password = r.hashed_password.as_bytes().to_vec();
-                }
-                changed_users.push(r.name.clone());
-                self.tokens.revoke_user(&r.name);
-            }
-            AuthRequest::UserGrantRole(r) => {
-                if !state.users.contains_key(&r.user) {
-                    return Err(ServerError::UserNotFound);
-                }
-                if r.role != ROOT && !state.roles.contains_key(&r.role) {
-                    return Err(ServerError::RoleNotFound);
-                }
-                let user = state.users.get_mut(&r.user).ok_or(ServerError::UserNotFound)?;
-                if user.roles.contains(&r.role) {
-                    // etcd answers a repeated grant without an error or a new revision.
-                    return Ok(None);
-                }
-                user.roles.push(r.role.clone());
-                user.roles.sort();
-                changed_users.push(r.user.clone());
-            }
-            AuthRequest::UserRevokeRole(r) => {
-                if state.enabled && r.name == ROOT && r.role == ROOT {
-                    return Err(ServerError::InvalidAuthMgmt);
-                }
-                let user = state.users.get_mut(&r.name).ok_or(ServerError::UserNotFound)?;
-                let before = user.roles.len();
-                user.roles.retain(|role| role != &r.role);
-                if user.roles.len() == before {
-                    return Err(ServerError::RoleNotGranted);
-                }
-                changed_users.push(r.name.clone());
-            }
-            AuthRequest::RoleAdd(r) => {
-                if r.name.is_empty() {
-                    return Err(ServerError::RoleEmpty);
-                }
-                if state.roles.contains_key(&r.name) {
-                    return Err(ServerError::RoleAlreadyExist);
-                }
-                state.roles.insert(
-                    r.name.clone(),
-                    Role { name: r.name.as_bytes().to_vec(), key_permission: Vec::new() },
-                );
-                changed_roles.push(r.name.clone());
-            }
-            AuthRequest::RoleDelete(r) => {
-                if state.enabled && r.role == ROOT {
-                    return Err(ServerError::InvalidAuthMgmt);
-                }
-                if state.roles.remove(&r.role).is_none() {
-                    return Err(ServerError::RoleNotFound);
-                }
-                writer.delete_cluster(&key(ROLE_PREFIX, &r.role))?;
-                // The role goes from every user that had it.
-                for (name, user) in state.users.iter_mut() {
-                    if user.roles.contains(&r.role) {
-                        user.roles.retain(|role| role != &r.role);
-                        changed_users.push(name.clone());
-                    }
-                }
-            }
-            AuthRequest::RoleGrantPermission(r) => {
-                let perm = r.perm.clone().ok_or(ServerError::PermissionNotGiven)?;
-                let role = state.roles.get_mut(&r.name).ok_or(ServerError::RoleNotFound)?;
-                // etcd keeps permissions sorted by key and replaces one with the same range.
-                match role
-                    .key_permission
-                    .iter_mut()
-                    .find(|p| p.key == perm.key && p.range_end == perm.range_end)
-                {
-                    Some(existing) => existing.perm_type = perm.perm_type,
-                    None => {
-                        role.key_permission.push(perm);
-                        role.key_permission.sort_by(|a, b| a.key.cmp(&b.key));
-                    }
-                }
-                changed_roles.push(r.name.clone());
-            }
-            AuthRequest::RoleRevokePermission(r) => {
-                let role = state.roles.get_mut(&r.role).ok_or(ServerError::RoleNotFound)?;
-                let before = role.key_permission.len();
-                role.key_permission.retain(|p| !(p.key == r.key && p.range_end == r.range_end));
-                if role.key_permission.len() == before {
-                    return Err(ServerError::PermissionNotGranted);
-                }
-                changed_roles.push(r.role.clone());
-            }
-        }
-        for name in changed_users {
-            if let Some(user) = state.users.get(&name) {
-                writer.put_cluster(&key(USER_PREFIX, &name), &user.encode_to_vec())?;
-            }
-        }
-        for name in changed_roles {
-            if let Some(role) = state.roles.get(&name) {
-                writer.put_cluster(&key(ROLE_PREFIX, &name), &role.encode_to_vec())?;
-            }
-        }
-        state.revision += 1;
-        writer.put_cluster(REVISION_KEY, &state.revision.to_be_bytes())?;
-        Ok(None)
     }
 }
 
