@@ -147,4 +147,29 @@ pub enum EtcdFileError {
     Storage(#[from] rkv_storage::StorageError),
 }
 
+impl ServerError {
+    /// A proposal that consensus failed (etcd's `proposals_failed_total` counts these), not one
+    /// the apply refused. A leader's failure arrives at the member that forwarded the proposal
+    /// as the status it maps to (status.rs), so that is compared too.
+    pub fn is_consensus_failure(&self) -> bool {
+        const FAILURES: [fn() -> ServerError; 4] = [
+            || ServerError::Timeout,
+            || ServerError::LeaderChanged,
+            || ServerError::NoLeader,
+            || ServerError::Stopped,
+        ];
+        match self {
+            ServerError::Timeout
+            | ServerError::LeaderChanged
+            | ServerError::NoLeader
+            | ServerError::Stopped => true,
+            ServerError::Remote(status) => FAILURES.iter().any(|failure| {
+                let mapped = tonic::Status::from(failure());
+                mapped.code() == status.code() && mapped.message() == status.message()
+            }),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = ServerError> = std::result::Result<T, E>;

@@ -47,10 +47,15 @@ pub fn metrics_router(shared: Shared) -> Router {
                 let shared = shared.clone();
                 async move {
                     // Reading RocksDB properties and the index lock: off the async threads.
-                    let text = tokio::task::spawn_blocking(move || shared.scrape_metrics())
-                        .await
-                        .unwrap_or_default();
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                    match tokio::task::spawn_blocking(move || shared.scrape_metrics()).await {
+                        Ok(text) => {
+                            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                                .into_response()
+                        }
+                        // A scrape that panicked: no figures rather than empty ones.
+                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot gather metrics: {e}"))
+                            .into_response(),
+                    }
                 }
             }),
         )

@@ -91,13 +91,17 @@ impl MemberState {
     /// The cluster's members as etcd lists them, sorted by ID: peer URLs from the raft
     /// membership, name and client URLs as each member published them.
     pub fn members(&self) -> Result<Vec<rkv_proto::etcdserverpb::Member>, ServerError> {
-        let published: std::collections::HashMap<u64, rkv_proto::rkvpb::MemberAttributes> = self
-            .store
-            .cluster_scan(CLUSTER_MEMBER_PREFIX)?
-            .into_iter()
-            .filter_map(|(_, v)| prost::Message::decode(v.as_slice()).ok())
-            .map(|a: rkv_proto::rkvpb::MemberAttributes| (a.member_id, a))
-            .collect();
+        let mut published = std::collections::HashMap::new();
+        for (k, v) in self.store.cluster_scan(CLUSTER_MEMBER_PREFIX)? {
+            let attrs: rkv_proto::rkvpb::MemberAttributes =
+                prost::Message::decode(v.as_slice()).map_err(|_| {
+                    rkv_storage::StorageError::Corrupt(format!(
+                        "member attributes {}",
+                        String::from_utf8_lossy(&k)
+                    ))
+                })?;
+            published.insert(attrs.member_id, attrs);
+        }
         let metrics = self.node.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();

@@ -136,4 +136,19 @@ mod tests {
             assert_eq!((status.code(), status.message()), (code, msg));
         }
     }
+
+    #[test]
+    fn consensus_failures_are_known_after_crossing_the_peer_link() {
+        for local in [ServerError::Timeout, ServerError::LeaderChanged, ServerError::NoLeader] {
+            let remote = ServerError::Remote(Status::from(local));
+            assert!(remote.is_consensus_failure(), "{remote}");
+        }
+        for refused in [ServerError::LeaseNotFound, ServerError::NoSpace, ServerError::PermissionDenied] {
+            assert!(!refused.is_consensus_failure(), "{refused}");
+            assert!(!ServerError::Remote(Status::from(refused)).is_consensus_failure());
+        }
+        // The same code with another message is not one of them.
+        let other = ServerError::Remote(Status::new(Code::Unavailable, "etcdserver: something else"));
+        assert!(!other.is_consensus_failure());
+    }
 }

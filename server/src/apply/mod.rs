@@ -96,17 +96,21 @@ fn alarm_key(member_id: u64, alarm: i32) -> Vec<u8> {
     key
 }
 
-fn load_alarms(store: &Store) -> std::collections::BTreeSet<(u64, i32)> {
-    let stored = store.cluster_scan(CLUSTER_ALARM_PREFIX).unwrap_or_default();
-    stored
-        .iter()
-        .filter_map(|(k, _)| {
-            let rest = k.get(CLUSTER_ALARM_PREFIX.len()..)?;
-            let member = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-            let alarm = i32::from_be_bytes(rest.get(8..12)?.try_into().ok()?);
-            Some((member, alarm))
-        })
-        .collect()
+/// The active alarms as the store keeps them. A member that cannot read them must not start
+/// (or go on after a snapshot) without its NOSPACE alarm: it would take writes past the quota.
+fn load_alarms(store: &Store) -> Result<std::collections::BTreeSet<(u64, i32)>> {
+    let bad = |k: &[u8]| StorageError::Corrupt(format!("alarm key {k:02x?}"));
+    let mut alarms = std::collections::BTreeSet::new();
+    for (k, _) in store.cluster_scan(CLUSTER_ALARM_PREFIX)? {
+        let rest = &k[CLUSTER_ALARM_PREFIX.len()..];
+        let (Some(member), Some(alarm)) = (rest.get(..8), rest.get(8..12)) else {
+            return Err(bad(&k).into());
+        };
+        let member = u64::from_be_bytes(member.try_into().map_err(|_| bad(&k))?);
+        let alarm = i32::from_be_bytes(alarm.try_into().map_err(|_| bad(&k))?);
+        alarms.insert((member, alarm));
+    }
+    Ok(alarms)
 }
 
 /// The key under which a member's published attributes are stored.
@@ -128,10 +132,10 @@ impl Applier {
         lessor: Arc<Lessor>,
         metrics: Arc<Metrics>,
         auth: Arc<AuthStore>,
-    ) -> Self {
-        let finished = store.compacted_revision().unwrap_or(rkv_storage::NEVER_COMPACTED);
-        let alarms = std::sync::Mutex::new(load_alarms(&store));
-        Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms, metrics, auth }
+    ) -> Result<Self> {
+        let finished = store.compacted_revision()?;
+        let alarms = std::sync::Mutex::new(load_alarms(&store)?);
+        Ok(Self { store, hub, lessor, compacted: watch::channel(finished).0, alarms, metrics, auth })
     }
 
     /// A client's write must be permitted to its proposer by the auth state it applies in
@@ -178,8 +182,9 @@ impl Applier {
     }
 
     /// Re-reads the alarms after the store was replaced by a snapshot.
-    pub fn reload_alarms(&self) {
-        *self.alarms.lock().unwrap_or_else(|e| e.into_inner()) = load_alarms(&self.store);
+    pub fn reload_alarms(&self) -> Result<()> {
+        *self.alarms.lock().unwrap_or_else(|e| e.into_inner()) = load_alarms(&self.store)?;
+        Ok(())
     }
 
     /// While a NOSPACE alarm is active, writes that add data are refused (etcd's capped
@@ -455,5 +460,35 @@ fn apply_command(writer: &mut Writer<'_>, lessor: &Lessor, command: &Command) ->
             writer.put_cluster(&member_key(attrs.member_id), &prost::Message::encode_to_vec(attrs))?;
             Ok((CommandResponse::Done, None))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rkv_storage::{AppliedIndex, Durability, Store};
+
+    use super::*;
+
+    /// An alarm the store cannot give back stops the member instead of being dropped: without
+    /// its NOSPACE alarm a member would take writes past the quota.
+    #[test]
+    fn an_unreadable_alarm_is_an_error() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let mut writer = store.writer().unwrap_or_else(|e| panic!("{e}"));
+        writer.put_cluster(&alarm_key(7, AlarmType::Nospace as i32), &[]).unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .commit(AppliedIndex { term: 1, index: 1 }, Durability::Buffered)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let alarms = load_alarms(&store).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(alarms.into_iter().collect::<Vec<_>>(), vec![(7, AlarmType::Nospace as i32)]);
+
+        let mut writer = store.writer().unwrap_or_else(|e| panic!("{e}"));
+        writer.put_cluster(b"alarm/\x01\x02\x03", &[]).unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .commit(AppliedIndex { term: 1, index: 2 }, Durability::Buffered)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = load_alarms(&store).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(err, "corrupt data: alarm key [61, 6c, 61, 72, 6d, 2f, 01, 02, 03]");
     }
 }

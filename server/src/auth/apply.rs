@@ -367,7 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         let tokens = || Tokens::Simple(SimpleTokens::new(Duration::from_secs(300)));
-        let auth = AuthStore::new(&store, 4, tokens());
+        let auth = AuthStore::new(&store, 4, tokens()).unwrap_or_else(|e| panic!("{e}"));
         let enable = || AuthRequest::Enable(AuthEnableRequest {});
         let disable = || AuthRequest::Disable(AuthDisableRequest {});
         let read = Some(PermType::Read);
@@ -464,9 +464,40 @@ mod tests {
             "the applied state"
         );
         assert_eq!(
-            shown(&AuthStore::new(&store, 4, tokens())),
+            shown(&AuthStore::new(&store, 4, tokens()).unwrap_or_else(|e| panic!("{e}"))),
             shown(&auth),
             "the state reloaded from the store"
         );
+    }
+
+    /// A stored auth state that cannot be read is an error, not an empty state (which would
+    /// be auth switched off).
+    #[test]
+    fn an_unreadable_auth_state_is_an_error() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let tokens = || Tokens::Simple(SimpleTokens::new(Duration::from_secs(300)));
+        let applied = |index| AppliedIndex { term: 1, index };
+        for (index, (key, value, want)) in [
+            (REVISION_KEY.to_vec(), vec![1u8, 2, 3], "corrupt data: auth revision"),
+            (key(USER_PREFIX, "alice"), vec![0xff, 0xff], "corrupt data: auth user"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut writer = store.writer().unwrap_or_else(|e| panic!("{e}"));
+            writer.put_cluster(&key, &value).unwrap_or_else(|e| panic!("{e}"));
+            writer.commit(applied(index as u64 + 1), Durability::Buffered).unwrap_or_else(|e| panic!("{e}"));
+            let err = AuthStore::new(&store, 4, tokens()).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with(want), "{err}");
+            // Repaired, it loads again.
+            let mut writer = store.writer().unwrap_or_else(|e| panic!("{e}"));
+            writer.put_cluster(&key, &[0; 8]).unwrap_or_else(|e| panic!("{e}"));
+            if key != REVISION_KEY {
+                writer.put_cluster(&key, &User::default().encode_to_vec()).unwrap_or_else(|e| panic!("{e}"));
+            }
+            writer.commit(applied(index as u64 + 10), Durability::Buffered).unwrap_or_else(|e| panic!("{e}"));
+            assert!(AuthStore::new(&store, 4, tokens()).is_ok());
+        }
     }
 }

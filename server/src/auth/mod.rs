@@ -52,29 +52,32 @@ fn key(prefix: &[u8], name: &str) -> Vec<u8> {
     k
 }
 
-fn load(store: &Store) -> AuthState {
+/// The auth state as the store keeps it. A member that cannot read it must not serve: it would
+/// answer with auth off or without some user's roles.
+fn load(store: &Store) -> Result<AuthState> {
     // etcd's auth store starts at revision 1.
     let mut state = AuthState { revision: 1, ..AuthState::default() };
-    let Ok(entries) = store.cluster_scan(AUTH_PREFIX) else {
-        tracing::error!("cannot read the auth state");
-        return state;
+    let corrupt = |what: &str, k: &[u8]| {
+        ServerError::Storage(rkv_storage::StorageError::Corrupt(format!(
+            "auth {what} {}",
+            String::from_utf8_lossy(k)
+        )))
     };
-    for (k, v) in entries {
+    for (k, v) in store.cluster_scan(AUTH_PREFIX)? {
         if k == ENABLED_KEY {
             state.enabled = v == b"1";
         } else if k == REVISION_KEY {
-            state.revision = v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let bytes = v.as_slice().try_into().map_err(|_| corrupt("revision", &k))?;
+            state.revision = u64::from_be_bytes(bytes);
         } else if let Some(name) = k.strip_prefix(USER_PREFIX) {
-            if let Ok(user) = User::decode(v.as_slice()) {
-                state.users.insert(String::from_utf8_lossy(name).into_owned(), user);
-            }
+            let user = User::decode(v.as_slice()).map_err(|_| corrupt("user", &k))?;
+            state.users.insert(String::from_utf8_lossy(name).into_owned(), user);
         } else if let Some(name) = k.strip_prefix(ROLE_PREFIX) {
-            if let Ok(role) = Role::decode(v.as_slice()) {
-                state.roles.insert(String::from_utf8_lossy(name).into_owned(), role);
-            }
+            let role = Role::decode(v.as_slice()).map_err(|_| corrupt("role", &k))?;
+            state.roles.insert(String::from_utf8_lossy(name).into_owned(), role);
         }
     }
-    state
+    Ok(state)
 }
 
 fn has_root_role(user: &User) -> bool {
@@ -82,8 +85,8 @@ fn has_root_role(user: &User) -> bool {
 }
 
 impl AuthStore {
-    pub fn new(store: &Store, bcrypt_cost: u32, tokens: Tokens) -> Self {
-        Self { state: RwLock::new(load(store)), tokens, bcrypt_cost }
+    pub fn new(store: &Store, bcrypt_cost: u32, tokens: Tokens) -> Result<Self> {
+        Ok(Self { state: RwLock::new(load(store)?), tokens, bcrypt_cost })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, AuthState> {
@@ -91,9 +94,10 @@ impl AuthStore {
     }
 
     /// Re-reads the state after the store was replaced by a snapshot.
-    pub fn reload(&self, store: &Store) {
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = load(store);
+    pub fn reload(&self, store: &Store) -> Result<()> {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = load(store)?;
         self.tokens.clear();
+        Ok(())
     }
 
     pub fn is_enabled(&self) -> bool {

@@ -161,12 +161,12 @@ fn replay(store: &Arc<Store>, wal: &rkv_etcd_wal::WalContents, bcrypt_cost: u32)
         WatchHub::new(store.clone(), ResponseHeader::default(), usize::MAX).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new(MetricsLevel::Basic).map_err(|e| e.to_string())?);
     let tokens = Tokens::Simple(SimpleTokens::new(std::time::Duration::from_secs(300)));
-    let auth = Arc::new(AuthStore::new(store, bcrypt_cost, tokens));
+    let auth = Arc::new(AuthStore::new(store, bcrypt_cost, tokens).map_err(|e| e.to_string())?);
     let lessor = Arc::new(Lessor::restore(
         store.leases().map_err(|e| e.to_string())?,
         store.leased_keys().map_err(|e| e.to_string())?,
     ));
-    let applier = Applier::new(store.clone(), hub, lessor, metrics, auth);
+    let applier = Applier::new(store.clone(), hub, lessor, metrics, auth).map_err(|e| e.to_string())?;
     let mut batch: Vec<Option<Proposed>> = Vec::with_capacity(REPLAY_BATCH);
     let mut replayed = 0;
     for entry in wal.committed() {

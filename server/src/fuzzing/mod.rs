@@ -60,13 +60,17 @@ fn open(dir: &Path, generation: u64) -> Result<(Arc<Applier>, Arc<Lessor>), Stri
     let hub = WatchHub::new(store.clone(), ResponseHeader::default(), 1 << 20).map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new(MetricsLevel::Basic).map_err(|e| e.to_string())?);
     // bcrypt's lowest cost: entries may add users.
-    let auth = Arc::new(AuthStore::new(
-        &store,
-        4,
-        crate::auth::Tokens::Simple(crate::auth::SimpleTokens::new(std::time::Duration::from_secs(300))),
-    ));
+    let auth = Arc::new(
+        AuthStore::new(
+            &store,
+            4,
+            crate::auth::Tokens::Simple(crate::auth::SimpleTokens::new(std::time::Duration::from_secs(300))),
+        )
+        .map_err(|e| e.to_string())?,
+    );
     let lessor = Arc::new(Lessor::default());
-    Ok((Arc::new(Applier::new(store, hub, lessor.clone(), metrics, auth)), lessor))
+    let applier = Applier::new(store, hub, lessor.clone(), metrics, auth).map_err(|e| e.to_string())?;
+    Ok((Arc::new(applier), lessor))
 }
 
 /// One harness per fuzzing process, in a scratch directory of the process (opening RocksDB

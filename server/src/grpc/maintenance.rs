@@ -25,7 +25,14 @@ static SNAPSHOT_SAVES: AtomicU64 = AtomicU64::new(0);
 fn stream_snapshot(mut file: std::fs::File, tx: tokio::sync::mpsc::Sender<Result<SnapshotResponse, Status>>) {
     use sha2::Digest;
     use std::io::Read;
-    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let total = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => {
+            // A stream that ended here would look like an empty snapshot with a valid hash.
+            let _ = tx.blocking_send(Err(Status::internal(format!("etcdserver: snapshot read: {e}"))));
+            return;
+        }
+    };
     let mut sent = 0u64;
     let mut hash = sha2::Sha256::new();
     while sent < total {

@@ -83,7 +83,7 @@ impl Peer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let payload = self.shared.node.change_membership_forwarded(&request.into_inner().payload).await;
+        let payload = self.shared.node.change_membership_forwarded(&request.into_inner().payload).await?;
         Ok(Response::new(RaftMessage { payload }))
     }
 

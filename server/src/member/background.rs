@@ -53,9 +53,11 @@ pub(super) async fn publish(state: &MemberState) {
         client_urls: state.config.advertise_client_urls.clone(),
     };
     let key = crate::apply::member_key(attrs.member_id);
-    let current = state.store.cluster_get(&key).ok().flatten();
-    if current.as_deref() == Some(prost::Message::encode_to_vec(&attrs).as_slice()) {
-        return;
+    // Publishing again is harmless (the same attributes), so a read error only costs a write.
+    match state.store.cluster_get(&key) {
+        Ok(current) if current.as_deref() == Some(prost::Message::encode_to_vec(&attrs).as_slice()) => return,
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot read this member's published attributes; publishing them"),
     }
     loop {
         match state.node.propose(Command::Publish(attrs.clone())).await {

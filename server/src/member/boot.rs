@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rkv_proto::etcdserverpb::ResponseHeader;
 use rkv_storage::Store;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::StartError;
 use crate::apply::Applier;
@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerTls};
 use crate::raft::node::RaftNode;
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{OnInstall, StateMachine};
 use crate::raft::{PeerNode, Raft};
 use crate::watch::WatchHub;
 
@@ -117,9 +117,9 @@ pub(super) async fn open_core(config: &Config, identity: &Identity) -> Result<Co
         AuthToken::Simple => Tokens::Simple(SimpleTokens::new(config.auth_token_ttl)),
         AuthToken::Jwt(opts) => Tokens::Jwt(Box::new(JwtTokens::new(opts)?)),
     };
-    let auth = Arc::new(AuthStore::new(&store, config.bcrypt_cost, tokens));
+    let auth = Arc::new(AuthStore::new(&store, config.bcrypt_cost, tokens)?);
     let applier =
-        Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone(), auth.clone()));
+        Arc::new(Applier::new(store.clone(), hub.clone(), lessor.clone(), metrics.clone(), auth.clone())?);
     Ok(Core { store, hub, lessor, metrics, applier })
 }
 
@@ -171,7 +171,14 @@ async fn join_identity(config: &Config, tls: &PeerTls) -> Result<Identity, Start
             continue;
         }
         let node = PeerNode { name: name.clone(), peer_urls: urls.clone() };
-        let Ok(mut client) = crate::raft::network::peer_client(&node, tls) else { continue };
+        // Any peer that answers will do: one that cannot is logged and the next one asked.
+        let mut client = match crate::raft::network::peer_client(&node, tls) {
+            Ok(client) => client,
+            Err(e) => {
+                warn!(peer = %node, error = %e, "cannot reach this peer");
+                continue;
+            }
+        };
         let asked = tokio::time::timeout(
             Duration::from_secs(2),
             client.members(rkv_proto::rkvpb::RaftMessage::default()),
@@ -183,7 +190,13 @@ async fn join_identity(config: &Config, tls: &PeerTls) -> Result<Identity, Start
         };
         let decoded: Result<(u64, Vec<(u64, PeerNode)>), _> =
             crate::raft::codec::from_bytes(&reply.into_inner().payload);
-        let Ok((cluster_id, members)) = decoded else { continue };
+        let (cluster_id, members) = match decoded {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(peer = %node, error = %e, "cannot decode the cluster's members from this peer");
+                continue;
+            }
+        };
         for (id, member) in members {
             if crate::config::same_urls(&member.peer_urls, mine) {
                 info!(member_id = %format!("{id:x}"), cluster_id = %format!("{cluster_id:x}"), "joining");
@@ -225,15 +238,14 @@ async fn start_raft(
     let on_install = {
         let (store, lessor, hub, applier) =
             (core.store.clone(), core.lessor.clone(), core.hub.clone(), core.applier.clone());
-        Arc::new(move || match (store.leases(), store.leased_keys(), store.current_revision()) {
-            (Ok(leases), Ok(keys), Ok(rev)) => {
-                applier.reload_alarms();
-                applier.auth.reload(&store);
-                lessor.reset(leases, keys);
-                hub.resync_all(rev);
-            }
-            _ => error!("cannot reload leases after a snapshot"),
-        }) as Arc<dyn Fn() + Send + Sync>
+        Arc::new(move || {
+            let (leases, keys, rev) = (store.leases()?, store.leased_keys()?, store.current_revision()?);
+            applier.reload_alarms()?;
+            applier.auth.reload(&store)?;
+            lessor.reset(leases, keys);
+            hub.resync_all(rev);
+            Ok(())
+        }) as OnInstall
     };
     let snap_dir = config.data_dir.join("snap");
     let state_machine =

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rkv_proto::etcdserverpb::CompactionRequest;
 use tokio::sync::watch;
 use tokio::time::{interval, Instant, MissedTickBehavior};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::apply::Command;
 use crate::config::AutoCompaction;
@@ -35,7 +35,14 @@ pub(super) async fn run(shared: Shared, mode: AutoCompaction, mut stop: watch::R
             _ = ticker.tick() => {}
             _ = stop.changed() => return,
         }
-        let Ok(current) = shared.store.current_revision() else { return };
+        let current = match shared.store.current_revision() {
+            Ok(rev) => rev,
+            Err(e) => {
+                // Only a poisoned store fails this: nothing more will be written to compact.
+                error!(error = %e, "auto compaction stops: cannot read the current revision");
+                return;
+            }
+        };
         let target = match (mode, retention) {
             (AutoCompaction::Revision(keep), _) => current - keep,
             (_, Some(retention)) => {

@@ -26,6 +26,9 @@ pub enum StartError {
     DataDir(#[from] IdentityError),
     #[error("cannot open the store: {0}")]
     Store(#[from] rkv_storage::StorageError),
+    /// The member's own state in the store (alarms, auth) cannot be read.
+    #[error("cannot load the member's state: {0}")]
+    State(#[from] crate::error::ServerError),
     #[error(transparent)]
     Takeover(#[from] crate::etcd_files::takeover::TakeoverError),
     #[error(transparent)]

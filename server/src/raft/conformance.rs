@@ -26,14 +26,22 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             .map_err(|e| fail(e.to_string()))?;
         let metrics = Arc::new(Metrics::new(MetricsLevel::Basic).map_err(|e| fail(e.to_string()))?);
         // bcrypt's lowest cost: the suite never authenticates.
-        let auth = Arc::new(crate::auth::AuthStore::new(
-            &store,
-            4,
-            crate::auth::Tokens::Simple(crate::auth::SimpleTokens::new(std::time::Duration::from_secs(300))),
-        ));
+        let auth = Arc::new(
+            crate::auth::AuthStore::new(
+                &store,
+                4,
+                crate::auth::Tokens::Simple(crate::auth::SimpleTokens::new(std::time::Duration::from_secs(
+                    300,
+                ))),
+            )
+            .map_err(|e| fail(e.to_string()))?,
+        );
         let lessor = Arc::new(Lessor::default());
-        let applier = Arc::new(Applier::new(store.clone(), hub, lessor, metrics.clone(), auth));
-        let sm = StateMachine::new(applier, dir.path().join("snap"), Arc::new(|| {}))
+        let applier = Arc::new(
+            Applier::new(store.clone(), hub, lessor, metrics.clone(), auth)
+                .map_err(|e| fail(e.to_string()))?,
+        );
+        let sm = StateMachine::new(applier, dir.path().join("snap"), Arc::new(|| Ok(())))
             .map_err(|e| fail(e.to_string()))?;
         Ok((dir, LogStore::new(store, metrics), sm))
     }

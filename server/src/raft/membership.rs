@@ -51,8 +51,8 @@ impl RaftNode {
         remote.map_err(|(code, msg)| ServerError::Remote(tonic::Status::new(tonic::Code::from(code), msg)))
     }
 
-    /// The peer service's side of a forwarded change.
-    pub async fn change_membership_forwarded(&self, payload: &[u8]) -> Vec<u8> {
+    /// The peer service's side of a forwarded change: its answer, encoded for the forwarder.
+    pub async fn change_membership_forwarded(&self, payload: &[u8]) -> Result<Vec<u8>> {
         let result: Remote = match from_bytes::<MembershipChange>(payload) {
             Err(e) => Err((tonic::Code::InvalidArgument as i32, e.to_string())),
             Ok(change) => self.change_membership_local(change).await.map_err(|e| {
@@ -60,7 +60,8 @@ impl RaftNode {
                 (status.code() as i32, status.message().to_string())
             }),
         };
-        to_bytes(&result).unwrap_or_default()
+        to_bytes(&result)
+            .map_err(|e| ServerError::Internal(format!("cannot encode a membership answer: {e}")))
     }
 
     async fn change_membership_local(&self, change: MembershipChange) -> Result<()> {

@@ -157,13 +157,7 @@ impl RaftNode {
         let result = self.propose_until_done(command, by).await;
         self.metrics.proposals_pending.dec();
         // etcd counts proposals that consensus failed, not requests the apply refused.
-        if matches!(
-            result,
-            Err(ServerError::Timeout
-                | ServerError::LeaderChanged
-                | ServerError::NoLeader
-                | ServerError::Stopped)
-        ) {
+        if result.as_ref().is_err_and(ServerError::is_consensus_failure) {
             self.metrics.proposals_failed.inc();
         }
         result

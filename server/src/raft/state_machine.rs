@@ -76,16 +76,16 @@ pub struct StateMachine {
     applied: Arc<Mutex<RaftApplied>>,
     counter: Arc<AtomicU64>,
     /// Called after a snapshot replaced the store (lessor and watchers follow it).
-    on_install: Arc<dyn Fn() + Send + Sync>,
+    on_install: OnInstall,
 }
+
+/// What follows the store after a snapshot replaced it; an error fails the install, and raft
+/// stops rather than serve from state that no longer matches the store.
+pub type OnInstall = Arc<dyn Fn() -> crate::error::Result<()> + Send + Sync>;
 
 impl StateMachine {
     /// `dir` holds snapshot files; it is created if missing and emptied of stale ones.
-    pub fn new(
-        applier: Arc<Applier>,
-        dir: PathBuf,
-        on_install: Arc<dyn Fn() + Send + Sync>,
-    ) -> std::io::Result<Self> {
+    pub fn new(applier: Arc<Applier>, dir: PathBuf, on_install: OnInstall) -> std::io::Result<Self> {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -272,7 +272,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.set_current(meta.clone(), path).map_err(|e| err(AnyError::new(&e)))?;
         }
         *self.applied() = read_applied(&self.applier).map_err(err)?;
-        (self.on_install)();
+        (self.on_install)().map_err(|e| err(AnyError::new(&e)))?;
         info!(snapshot = %meta.snapshot_id, "installed raft snapshot from the leader");
         Ok(())
     }

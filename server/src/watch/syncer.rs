@@ -82,7 +82,7 @@ impl WatchHub {
             for ev in changes.iter().filter(|ev| spec.wants(ev)) {
                 let mut ev = ev.clone();
                 if spec.prev_kv {
-                    ev.prev_kv = previous(store, &ev, &mut prev_cache);
+                    ev.prev_kv = previous(store, &ev, &mut prev_cache)?;
                 }
                 events.push(ev);
             }
@@ -93,23 +93,29 @@ impl WatchHub {
 }
 
 /// The key's value before the event (etcd reads it at revision - 1; a created key has none, and a
-/// compacted previous version leaves it empty, as in etcd).
+/// compacted previous version leaves it empty, as in etcd). Any other read error fails the
+/// history read: an event without the prev_kv it asked for would look like a creation.
 fn previous(
     store: &rkv_storage::Store,
     ev: &Event,
     cache: &mut HashMap<(Vec<u8>, i64), Option<KeyValue>>,
-) -> Option<KeyValue> {
-    let kv = ev.kv.as_ref()?;
+) -> Result<Option<KeyValue>, StorageError> {
+    let Some(kv) = ev.kv.as_ref() else { return Ok(None) };
     if ev.r#type == EventType::Put as i32 && kv.version == 1 {
-        return None;
+        return Ok(None);
     }
-    cache
-        .entry((kv.key.clone(), kv.mod_revision))
-        .or_insert_with(|| {
-            let opts = RangeOptions { rev: kv.mod_revision - 1, ..Default::default() };
-            store.range(KeyRange::Single(&kv.key), opts).ok().and_then(|r| r.kvs.into_iter().next())
-        })
-        .clone()
+    let cache_key = (kv.key.clone(), kv.mod_revision);
+    if let Some(prev) = cache.get(&cache_key) {
+        return Ok(prev.clone());
+    }
+    let opts = RangeOptions { rev: kv.mod_revision - 1, ..Default::default() };
+    let prev = match store.range(KeyRange::Single(&kv.key), opts) {
+        Ok(r) => r.kvs.into_iter().next(),
+        Err(StorageError::Compacted) => None,
+        Err(e) => return Err(e),
+    };
+    cache.insert(cache_key, prev.clone());
+    Ok(prev)
 }
 
 /// Splits a response whose watcher asked for fragments into pieces of at most `max_bytes`
@@ -176,7 +182,13 @@ pub async fn run_syncer(
                 let per_watcher = match read {
                     Ok(Ok(per_watcher)) => per_watcher,
                     Ok(Err(StorageError::Compacted)) => {
-                        let compact_revision = hub.store().compacted_revision().unwrap_or(0);
+                        let compact_revision = match hub.store().compacted_revision() {
+                            Ok(rev) => rev,
+                            Err(e) => {
+                                warn!(error = %e, stream, "cannot read the compacted revision");
+                                return;
+                            }
+                        };
                         for (id, _) in &members {
                             hub.cancel(stream, *id);
                             let resp = WatchResponse {
@@ -196,7 +208,10 @@ pub async fn run_syncer(
                         warn!(error = %e, stream, "cannot read watch history");
                         return;
                     }
-                    Err(_) => return,
+                    Err(e) => {
+                        warn!(error = %e, stream, "watch history read did not finish");
+                        return;
+                    }
                 };
                 for ((id, spec), events) in members.into_iter().zip(per_watcher) {
                     let sent = !events.is_empty();
