@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod etcd_files;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub(crate) mod grpc;
 mod http;
