@@ -30,7 +30,7 @@ fi
 
 if [ ! -x "$RKV_BIN" ] && [ "${1:-}" != build ]; then
   # The tests' own cargo command builds rkv and rctl; a plain `cargo build` would unify
-  # features differently and compile RocksDB a second time (BUILD.md).
+  # features differently and compile RocksDB a second time.
   cargo test --workspace --no-run
 fi
 mkdir -p "$KUBE_BIN_DIR"

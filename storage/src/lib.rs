@@ -4,10 +4,13 @@
 //! key index rebuilt from it, compaction, and the applied position of the replicated log. It
 //! knows nothing of gRPC, raft or clients; the server's apply layer drives it.
 //!
-//! Rules it upholds (see DESIGN.md "Durability rules"):
-//! - a `Writer::commit` with `Durability::Sync` returns only after the batch is fsynced;
+//! Rules it upholds (docs/architecture.md, "Durability and ordering invariants"):
+//! - a `Writer::commit` with `Durability::Sync` returns only after the batch is fsynced; one
+//!   with `Durability::Buffered` (the apply path, for entries raft already holds on disk) is
+//!   durable with the next synced raft log append, as one RocksDB write-ahead log orders both
+//!   (raft_log.rs);
 //! - the applied position and the current revision are in the same batch as the changes;
-//! - readers never see a revision before its batch is durable;
+//! - readers never see a revision before its batch is written;
 //! - after restart the revision never decreases and the compacted revision is kept.
 
 mod bulk;

@@ -5,9 +5,14 @@
 //!   ever made and not yet compacted; the history that reads at old revisions and watches use.
 //! - `meta`: the current and compacted revisions and the applied position, written in the same
 //!   `WriteBatch` as the changes they describe so that a crash never separates them.
+//! - `lease`: the granted leases (ID -> TTL), changed in the same batches as the keys.
+//! - `cluster`: the server layer's own state (raft applied state, member attributes, alarms,
+//!   auth users, roles and revision), through `Writer::put_cluster`.
+//! - `raft_log` and `raft_state`: the raft log and its metadata (raft_log.rs), in the same
+//!   write-ahead log as the rest so that one synced append orders everything before it.
 //!
 //! Readers never block on the writer beyond a short index lock: they read at the published
-//! current revision, which moves only after the writer's batch is durable, and fetch values
+//! current revision, which moves only after the writer's batch is written, and fetch values
 //! through a RocksDB snapshot taken while the index lock is held, so a concurrent compaction
 //! cannot delete what they are about to read.
 
@@ -365,7 +370,9 @@ impl Store {
     }
 
     /// Rewrites the database files to reclaim the space of deleted and compacted data (what
-    /// etcd's defragment does for bbolt): a full RocksDB compaction of every column family.
+    /// etcd's defragment does for bbolt): a full RocksDB compaction of the data column families
+    /// (`kv`, `meta`, `lease`); the raft log is trimmed by snapshots, the `cluster` family is
+    /// a handful of keys.
     pub fn defragment(&self) -> Result<()> {
         self.check_poisoned()?;
         for name in [CF_KV, CF_META, CF_LEASE] {

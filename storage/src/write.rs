@@ -4,7 +4,8 @@
 //! transactions (one per etcd request) can go into it, each getting the next main revision when
 //! it changes something; `commit` writes the batch, with the applied position and the new
 //! current revision, in one atomic write, and only then makes the new revisions visible to
-//! readers. That is the seam for group commit: many requests, one fsync, no ack before it.
+//! readers. That is the seam for group commit: many requests, one write (synced, or ordered
+//! behind the synced raft log append of the entries they come from), no ack before it.
 //!
 //! Inside a transaction reads see the transaction's own earlier writes (etcd semantics: a range
 //! after a put in the same txn sees the put).

@@ -1,5 +1,5 @@
-//! The Maintenance service: Status, the alarm list, HashKV, Defragment and Snapshot; Hash,
-//! alarm changes, leadership transfer and downgrade answer `Unimplemented` until they land.
+//! The Maintenance service: Status, Alarm, Hash, HashKV, Defragment, Snapshot and MoveLeader;
+//! Downgrade answers `Unimplemented` (docs/compatibility.md).
 
 use rkv_proto::etcdserverpb::{
     alarm_request::AlarmAction, maintenance_server::Maintenance, AlarmRequest, AlarmResponse, AlarmType,

@@ -72,7 +72,7 @@ pub(super) async fn publish(state: &MemberState) {
 }
 
 /// Revokes expired leases through the log, as etcd's leader does, checking four times a
-/// second so that keys go within about a second of their TTL.
+/// second so that keys go within about 250 ms of their deadline (docs/compatibility.md).
 pub(super) async fn expire_leases(shared: Shared, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(LEASE_EXPIRY_CHECK);
     loop {

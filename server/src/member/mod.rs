@@ -97,7 +97,8 @@ impl Member {
         self.state.identity.cluster_id
     }
 
-    /// Stops serving, waits for in-flight requests, the apply thread and the store to close.
+    /// Stops serving, waits for in-flight requests, raft (and with it the state machine's
+    /// applies) and the store to close.
     pub async fn stop(self) {
         let _ = self.stop_tx.send(true);
         for task in self.tasks {

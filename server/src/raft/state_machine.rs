@@ -2,7 +2,9 @@
 //!
 //! Entries are applied in batches (one storage batch each) with the applied log id and the
 //! membership recorded in the same batch. Snapshots are the store's own export format, written
-//! to a file under `<data-dir>/snap` so that memory stays bounded whatever the data size.
+//! to a file under `<data-dir>/snap` rather than held in memory; installing one still builds
+//! a single write batch of the whole store (`Store::import_snapshot`), which a streamed install
+//! is to replace.
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! Every watcher is either *synced* (it has been sent every event up to the current revision;
 //! new events are pushed to it as they are applied) or *unsynced* (it is behind: its stream's
 //! syncer task reads its missing events from the MVCC history and moves it to synced once it
-//! has caught up). The apply thread only ever `try_send`s to a stream's bounded channel: when a
+//! has caught up). The apply path only ever `try_send`s to a stream's bounded channel: when a
 //! stream is full its watchers become unsynced and catch up from storage later, so a slow or
 //! stalled client never blocks apply, writers or other streams, and never loses an event.
 //!
@@ -378,7 +378,7 @@ impl WatchHub {
         (ids, current)
     }
 
-    /// Called by the apply thread after a batch is durable: pushes its events to synced
+    /// Called by the apply path after a batch is committed: pushes its events to synced
     /// watchers without ever waiting. `captured_prev` says whether events carry prev_kv.
     pub fn notify(&self, current_rev: i64, events: &[Event], captured_prev: bool) {
         let mut inner = self.lock();
