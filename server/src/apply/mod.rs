@@ -283,7 +283,7 @@ impl Applier {
         writer.put_cluster(CLUSTER_RAFT_APPLIED, raft_state)?;
         let started = std::time::Instant::now();
         let committed = writer.commit(applied, Durability::Buffered)?;
-        self.metrics.backend_commit.observe(started.elapsed().as_secs_f64());
+        self.metrics.disk.backend_commit.observe(started.elapsed().as_secs_f64());
         debug!(rev = committed.current_rev, entries = commands.len(), "applied batch");
         self.hub.notify(committed.current_rev, &committed.events, captured_prev);
         for scheduled in compactions {
@@ -313,8 +313,8 @@ impl Applier {
 /// etcd's mvcc counters: puts, deletes and ranges, and txns of more than one of them.
 fn count_ops(metrics: &Metrics, command: &Command) {
     match command {
-        Command::Put(_) => metrics.put_total.inc(),
-        Command::DeleteRange(_) => metrics.delete_total.inc(),
+        Command::Put(_) => metrics.mvcc.put_total.inc(),
+        Command::DeleteRange(_) => metrics.mvcc.delete_total.inc(),
         Command::Txn(t) => count_txn_ops(metrics, t),
         _ => {}
     }
@@ -328,15 +328,15 @@ pub(crate) fn count_txn_ops(metrics: &Metrics, t: &TxnRequest) {
         t.success.iter().chain(&t.failure).fold(0, |n, op| {
             n + match &op.request {
                 Some(Request::RequestPut(_)) => {
-                    metrics.put_total.inc();
+                    metrics.mvcc.put_total.inc();
                     1
                 }
                 Some(Request::RequestDeleteRange(_)) => {
-                    metrics.delete_total.inc();
+                    metrics.mvcc.delete_total.inc();
                     1
                 }
                 Some(Request::RequestRange(_)) => {
-                    metrics.range_total.inc();
+                    metrics.mvcc.range_total.inc();
                     1
                 }
                 Some(Request::RequestTxn(nested)) => count(metrics, nested),
@@ -345,7 +345,7 @@ pub(crate) fn count_txn_ops(metrics: &Metrics, t: &TxnRequest) {
         })
     }
     if count(metrics, t) > 1 {
-        metrics.txn_total.inc();
+        metrics.mvcc.txn_total.inc();
     }
 }
 

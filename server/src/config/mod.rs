@@ -8,6 +8,7 @@
 
 mod auth_token;
 mod flags;
+mod from_flags;
 mod parse;
 
 use std::net::SocketAddr;
@@ -16,14 +17,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::tls::{check_cipher_suites, AllowedIdentity, TlsFiles, TlsVersions};
+use crate::tls::{TlsFiles, TlsVersions};
 pub use auth_token::{AuthToken, AuthTokenError, JwtOptions, JwtOptionsError};
 pub use flags::Flags;
 use flags::{etcd_flag_error, ignored_env_vars, normalize_args};
 pub use parse::parse_go_duration;
-use parse::{
-    parse_auto_compaction, parse_listen_url, parse_tls_versions, progress_notify_interval, split_urls,
-};
 pub(crate) use parse::{parse_initial_cluster, same_urls};
 
 /// etcd's default client URL.
@@ -169,212 +167,6 @@ impl Config {
         Config::from_flags(flags, ignored)
             .map(Some)
             .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
-    }
-
-    fn from_flags(flags: Flags, ignored: Vec<String>) -> Result<Config, ConfigError> {
-        let data_dir = flags.data_dir.unwrap_or_else(|| PathBuf::from(format!("{}.rkv", flags.name)));
-        let client_tls = TlsFiles {
-            cert: flags.cert_file.clone(),
-            key: flags.key_file.clone(),
-            trusted_ca: flags.trusted_ca_file.clone(),
-            client_cert_auth: flags.client_cert_auth.unwrap_or(false),
-            auto_tls: flags.auto_tls.unwrap_or(false),
-            crl: flags.client_crl_file.clone(),
-            allowed: AllowedIdentity {
-                common_name: None,
-                hostname: Some(flags.client_cert_allowed_hostname.clone()).filter(|h| !h.is_empty()),
-            },
-        };
-        let peer_tls = TlsFiles {
-            cert: flags.peer_cert_file.clone(),
-            key: flags.peer_key_file.clone(),
-            trusted_ca: flags.peer_trusted_ca_file.clone(),
-            client_cert_auth: flags.peer_client_cert_auth.unwrap_or(false),
-            auto_tls: flags.peer_auto_tls.unwrap_or(false),
-            crl: flags.peer_crl_file.clone(),
-            allowed: AllowedIdentity {
-                common_name: Some(flags.peer_cert_allowed_cn.clone()).filter(|c| !c.is_empty()),
-                hostname: Some(flags.peer_cert_allowed_hostname.clone()).filter(|h| !h.is_empty()),
-            },
-        };
-        if let (Some(cn), Some(hostname)) = (&peer_tls.allowed.common_name, &peer_tls.allowed.hostname) {
-            // etcd's embed config check, with its wording.
-            return Err(ConfigError::Invalid(format!(
-                "AllowedCN and AllowedHostname are mutually exclusive (cn={cn:?}, hostname={hostname:?})"
-            )));
-        }
-        let tls_versions = parse_tls_versions(&flags.tls_min_version, &flags.tls_max_version)?;
-        let tls_cipher_suites: Vec<String> = flags
-            .cipher_suites
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        let skipped =
-            check_cipher_suites(&tls_cipher_suites, !tls_versions.allow_12).map_err(ConfigError::Invalid)?;
-        if !skipped.is_empty() {
-            tracing::warn!(?skipped, "cipher suites rustls does not implement are not offered");
-        }
-        // etcd: bcrypt's minimum and maximum costs.
-        if !(4..=31).contains(&flags.bcrypt_cost) {
-            return Err(ConfigError::Invalid(format!(
-                "invalid bcrypt-cost {} (must be between 4 and 31)",
-                flags.bcrypt_cost
-            )));
-        }
-        let auth_token =
-            AuthToken::parse(&flags.auth_token).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        let listen_client_urls = split_urls(&flags.listen_client_urls);
-        let mut listen_client_addrs = Vec::new();
-        let mut listen_client_tls_addrs = Vec::new();
-        for url in &listen_client_urls {
-            match parse_listen_url(url)? {
-                (addr, false) => listen_client_addrs.push(addr),
-                (_, true) if !client_tls.configured() => {
-                    return Err(ConfigError::Invalid(format!(
-                        "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
-                    )))
-                }
-                (addr, true) => listen_client_tls_addrs.push(addr),
-            }
-        }
-        let mut listen_metrics_addrs = Vec::new();
-        for url in split_urls(&flags.listen_metrics_urls) {
-            match parse_listen_url(&url)? {
-                (addr, false) => listen_metrics_addrs.push(addr),
-                (_, true) => {
-                    return Err(ConfigError::Invalid(format!(
-                        "listen metrics URL {url}: https metrics URLs are not supported (see docs/compatibility.md)"
-                    )))
-                }
-            }
-        }
-        // etcd takes any other value as basic.
-        let metrics = match flags.metrics.as_str() {
-            "extensive" => MetricsLevel::Extensive,
-            _ => MetricsLevel::Basic,
-        };
-        let auto_compaction =
-            parse_auto_compaction(&flags.auto_compaction_mode, &flags.auto_compaction_retention)?;
-        if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&flags.log_level.as_str()) {
-            return Err(ConfigError::Invalid(format!(
-                "unknown log level {:?} (debug, info, warn, error, panic or fatal)",
-                flags.log_level
-            )));
-        }
-        let watch_progress_notify_interval =
-            parse_go_duration(&flags.experimental_watch_progress_notify_interval)
-                .map(progress_notify_interval)
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "invalid --experimental-watch-progress-notify-interval {:?}",
-                        flags.experimental_watch_progress_notify_interval
-                    ))
-                })?;
-        let quota_backend_bytes = match flags.quota_backend_bytes {
-            q if q < 0 => {
-                return Err(ConfigError::Invalid("--quota-backend-bytes must not be negative".into()))
-            }
-            0 => DEFAULT_QUOTA_BYTES,
-            q => q as u64,
-        };
-        let initial_advertise_peer_urls = split_urls(&flags.initial_advertise_peer_urls);
-        let mut listen_peer_addrs = Vec::new();
-        let mut listen_peer_tls_addrs = Vec::new();
-        for url in split_urls(&flags.listen_peer_urls) {
-            match parse_listen_url(&url)? {
-                (addr, false) => listen_peer_addrs.push(addr),
-                (_, true) if !peer_tls.configured() => {
-                    return Err(ConfigError::Invalid(format!(
-                        "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {url} with HTTPS scheme"
-                    )))
-                }
-                (addr, true) => listen_peer_tls_addrs.push(addr),
-            }
-        }
-        // Client certificate auth matters only where TLS is served (etcd ignores it on http).
-        for (files, flag, used) in [
-            (&client_tls, "--client-cert-auth", !listen_client_tls_addrs.is_empty()),
-            (&peer_tls, "--peer-client-cert-auth", !listen_peer_tls_addrs.is_empty()),
-        ] {
-            if used && files.client_cert_auth && files.trusted_ca.is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "{flag} needs a trusted CA file to verify certificates with"
-                )));
-            }
-        }
-        let initial_cluster = match &flags.initial_cluster {
-            Some(spec) => parse_initial_cluster(spec)?,
-            None => vec![(flags.name.clone(), initial_advertise_peer_urls.clone())],
-        };
-        match initial_cluster.iter().find(|(name, _)| *name == flags.name) {
-            None => {
-                return Err(ConfigError::Invalid(format!(
-                    "couldn't find local name {:?} in the initial cluster configuration",
-                    flags.name
-                )))
-            }
-            Some((_, urls)) if !same_urls(urls, &initial_advertise_peer_urls) => {
-                return Err(ConfigError::Invalid(format!(
-                    "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={}",
-                    flags.name,
-                    urls.join(","),
-                    initial_advertise_peer_urls.join(",")
-                )))
-            }
-            Some(_) => {}
-        }
-        let initial_cluster_state = match flags.initial_cluster_state.as_str() {
-            "new" => ClusterState::New,
-            "existing" => ClusterState::Existing,
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "invalid value {other:?} for flag -initial-cluster-state: valid values are \"new\", \"existing\""
-                )))
-            }
-        };
-        if flags.heartbeat_interval == 0 || flags.election_timeout < 5 * flags.heartbeat_interval {
-            return Err(ConfigError::Invalid(format!(
-                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
-                flags.election_timeout, flags.heartbeat_interval
-            )));
-        }
-        Ok(Config {
-            name: flags.name,
-            data_dir,
-            listen_client_addrs,
-            listen_client_urls,
-            advertise_client_urls: split_urls(&flags.advertise_client_urls),
-            initial_advertise_peer_urls,
-            listen_peer_addrs,
-            initial_cluster,
-            initial_cluster_state,
-            heartbeat_interval: Duration::from_millis(flags.heartbeat_interval),
-            election_timeout: Duration::from_millis(flags.election_timeout),
-            snapshot_count: flags.snapshot_count.max(1),
-            snapshot_catchup_entries: flags.experimental_snapshot_catchup_entries,
-            max_request_bytes: flags.max_request_bytes,
-            max_txn_ops: flags.max_txn_ops,
-            max_concurrent_streams: flags.max_concurrent_streams,
-            quota_backend_bytes,
-            auto_compaction,
-            initial_cluster_token: flags.initial_cluster_token,
-            log_level: flags.log_level,
-            watch_progress_notify_interval,
-            metrics,
-            listen_metrics_addrs,
-            listen_client_tls_addrs,
-            listen_peer_tls_addrs,
-            client_tls,
-            peer_tls,
-            tls_versions,
-            tls_cipher_suites,
-            auth_token,
-            auth_token_ttl: Duration::from_secs(flags.auth_token_ttl),
-            bcrypt_cost: flags.bcrypt_cost,
-            ignored,
-        })
     }
 }
 

@@ -64,7 +64,7 @@ impl Kv for KvService {
         self.shared.check_message_size(&r)?;
         check::check_range_request(&r)?;
         self.shared.applier.auth.check(&who, &r.key, &r.range_end, Access::Read)?;
-        self.shared.metrics.range_total.inc();
+        self.shared.metrics.mvcc.range_total.inc();
         if !r.serializable {
             self.shared.node.linearizable_barrier().await?;
         }

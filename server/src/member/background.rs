@@ -28,7 +28,7 @@ pub(super) async fn follow_leadership(state: Shared, mut stop: watch::Receiver<b
         };
         // etcd counts a change each time a leader is known and differs from the last one.
         if current.is_some() && current != last_leader {
-            state.metrics.leader_changes.inc();
+            state.metrics.server.leader_changes.inc();
             last_leader = current;
         }
         state.hub.set_term(term);
@@ -87,7 +87,7 @@ pub(super) async fn expire_leases(shared: Shared, mut stop: watch::Receiver<bool
             let revoke = Command::LeaseRevoke(LeaseRevokeRequest { id });
             match shared.node.propose(revoke).await {
                 Ok(_) => {
-                    shared.metrics.lease_expired.inc();
+                    shared.metrics.server.lease_expired.inc();
                     tracing::info!(lease = %format!("{id:016x}"), "lease expired and revoked")
                 }
                 Err(ServerError::LeaseNotFound) => {}

@@ -5,6 +5,7 @@
 //! API). Counters and histograms are updated where the work happens; gauges that mirror state
 //! (leader, indexes, db size, key count) are read when `/metrics` is scraped.
 
+mod etcd;
 pub mod grpc;
 
 use std::time::Duration;
@@ -17,45 +18,16 @@ use prometheus::{
 use crate::version::{ETCD_API_VERSION, ETCD_CLUSTER_VERSION};
 
 pub use crate::config::MetricsLevel;
+pub use etcd::{DiskMetrics, MvccMetrics, NetworkMetrics, ServerMetrics};
 
 pub struct Metrics {
     registry: Registry,
-    has_leader: IntGauge,
-    is_leader: IntGauge,
-    is_learner: IntGauge,
-    pub leader_changes: IntCounter,
-    /// Set by the log store as openraft saves the commit point.
-    pub proposals_committed: IntGauge,
-    proposals_applied: IntGauge,
-    pub proposals_pending: IntGauge,
-    pub proposals_failed: IntCounter,
-    server_id: IntGaugeVec,
-    quota_backend_bytes: IntGauge,
-    pub lease_expired: IntCounter,
-
-    pub wal_fsync: Histogram,
-    pub backend_commit: Histogram,
-
-    pub peer_rtt: HistogramVec,
-    pub peer_sent_bytes: IntCounterVec,
-    pub peer_sent_failures: IntCounterVec,
-
-    db_total_size: IntGauge,
-    db_total_size_in_use: IntGauge,
-    keys_total: IntGauge,
-    current_revision: IntGauge,
-    compact_revision: IntGauge,
-    pub put_total: IntCounter,
-    pub delete_total: IntCounter,
-    pub txn_total: IntCounter,
-    pub range_total: IntCounter,
-    watcher_total: IntGauge,
-    watch_stream_total: IntGauge,
-    slow_watcher_total: IntGauge,
-
+    pub server: ServerMetrics,
+    pub disk: DiskMetrics,
+    pub network: NetworkMetrics,
+    pub mvcc: MvccMetrics,
     /// rkv's own: from a batch being durable to its watch response leaving for the client.
     pub watch_delivery: Histogram,
-
     pub grpc: grpc::GrpcMetrics,
 }
 
@@ -131,133 +103,10 @@ impl Metrics {
             ETCD_CLUSTER_VERSION.rsplit_once('.').map(|(v, _)| v.to_string()).unwrap_or_default();
         cluster_version.with_label_values(&[major_minor.as_str()]).set(1);
         Ok(Metrics {
-            has_leader: gauge(
-                &r,
-                "etcd_server_has_leader",
-                "Whether or not a leader exists. 1 is existence, 0 is not.",
-            )?,
-            is_leader: gauge(
-                &r,
-                "etcd_server_is_leader",
-                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            )?,
-            is_learner: gauge(
-                &r,
-                "etcd_server_is_learner",
-                "Whether or not this member is a learner. 1 if is, 0 otherwise.",
-            )?,
-            leader_changes: counter(
-                &r,
-                "etcd_server_leader_changes_seen_total",
-                "The number of leader changes seen.",
-            )?,
-            proposals_committed: gauge(
-                &r,
-                "etcd_server_proposals_committed_total",
-                "The total number of consensus proposals committed.",
-            )?,
-            proposals_applied: gauge(
-                &r,
-                "etcd_server_proposals_applied_total",
-                "The total number of consensus proposals applied.",
-            )?,
-            proposals_pending: gauge(
-                &r,
-                "etcd_server_proposals_pending",
-                "The current number of pending proposals to commit.",
-            )?,
-            proposals_failed: counter(
-                &r,
-                "etcd_server_proposals_failed_total",
-                "The total number of failed proposals seen.",
-            )?,
-            server_id: gauge_vec(
-                &r,
-                "etcd_server_id",
-                "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
-                &["server_id"],
-            )?,
-            quota_backend_bytes: gauge(
-                &r,
-                "etcd_server_quota_backend_bytes",
-                "Current backend storage quota size in bytes.",
-            )?,
-            lease_expired: counter(
-                &r,
-                "etcd_debugging_server_lease_expired_total",
-                "The total number of expired leases.",
-            )?,
-            wal_fsync: histogram(
-                &r,
-                "etcd_disk_wal_fsync_duration_seconds",
-                "The latency distributions of fsync called by WAL.",
-                buckets(0.001, 14)?,
-            )?,
-            backend_commit: histogram(
-                &r,
-                "etcd_disk_backend_commit_duration_seconds",
-                "The latency distributions of commit called by backend.",
-                buckets(0.001, 14)?,
-            )?,
-            peer_rtt: histogram_vec(
-                &r,
-                "etcd_network_peer_round_trip_time_seconds",
-                "Round-Trip-Time histogram between peers",
-                &["To"],
-                buckets(0.0001, 16)?,
-            )?,
-            peer_sent_bytes: counter_vec(
-                &r,
-                "etcd_network_peer_sent_bytes_total",
-                "The total number of bytes sent to peers.",
-                &["To"],
-            )?,
-            peer_sent_failures: counter_vec(
-                &r,
-                "etcd_network_peer_sent_failures_total",
-                "The total number of send failures from peers.",
-                &["To"],
-            )?,
-            db_total_size: gauge(
-                &r,
-                "etcd_mvcc_db_total_size_in_bytes",
-                "Total size of the underlying database physically allocated in bytes.",
-            )?,
-            db_total_size_in_use: gauge(
-                &r,
-                "etcd_mvcc_db_total_size_in_use_in_bytes",
-                "Total size of the underlying database logically in use in bytes.",
-            )?,
-            keys_total: gauge(&r, "etcd_debugging_mvcc_keys_total", "Total number of keys.")?,
-            current_revision: gauge(
-                &r,
-                "etcd_debugging_mvcc_current_revision",
-                "The current revision of store.",
-            )?,
-            compact_revision: gauge(
-                &r,
-                "etcd_debugging_mvcc_compact_revision",
-                "The revision of the last compaction in store.",
-            )?,
-            put_total: counter(&r, "etcd_mvcc_put_total", "Total number of puts seen by this member.")?,
-            delete_total: counter(
-                &r,
-                "etcd_mvcc_delete_total",
-                "Total number of deletes seen by this member.",
-            )?,
-            txn_total: counter(&r, "etcd_mvcc_txn_total", "Total number of txns seen by this member.")?,
-            range_total: counter(&r, "etcd_mvcc_range_total", "Total number of ranges seen by this member.")?,
-            watcher_total: gauge(&r, "etcd_debugging_mvcc_watcher_total", "Total number of watchers.")?,
-            watch_stream_total: gauge(
-                &r,
-                "etcd_debugging_mvcc_watch_stream_total",
-                "Total number of watch streams.",
-            )?,
-            slow_watcher_total: gauge(
-                &r,
-                "etcd_debugging_mvcc_slow_watcher_total",
-                "Total number of unsynced slow watchers.",
-            )?,
+            server: ServerMetrics::new(&r)?,
+            disk: DiskMetrics::new(&r)?,
+            network: NetworkMetrics::new(&r)?,
+            mvcc: MvccMetrics::new(&r)?,
             watch_delivery: histogram(
                 &r,
                 "rkv_watch_delivery_duration_seconds",
@@ -272,29 +121,29 @@ impl Metrics {
     /// Sets the gauges that mirror the member's state, then encodes every metric in
     /// Prometheus' text format.
     pub fn scrape(&self, g: &MemberGauges) -> String {
-        self.has_leader.set(g.leader.is_some() as i64);
-        self.is_leader.set((g.leader == Some(g.member_id)) as i64);
-        self.is_learner.set(g.learner as i64);
-        self.proposals_applied.set(g.applied_index as i64);
-        self.server_id.with_label_values(&[format!("{:x}", g.member_id).as_str()]).set(1);
-        self.quota_backend_bytes.set(g.quota_backend_bytes as i64);
+        self.server.has_leader.set(g.leader.is_some() as i64);
+        self.server.is_leader.set((g.leader == Some(g.member_id)) as i64);
+        self.server.is_learner.set(g.learner as i64);
+        self.server.proposals_applied.set(g.applied_index as i64);
+        self.server.server_id.with_label_values(&[format!("{:x}", g.member_id).as_str()]).set(1);
+        self.server.quota_backend_bytes.set(g.quota_backend_bytes as i64);
         // A store figure that could not be read keeps its last value (and was logged).
         if let Some((total, in_use)) = g.db_size {
-            self.db_total_size.set(total as i64);
-            self.db_total_size_in_use.set(in_use as i64);
+            self.mvcc.db_total_size.set(total as i64);
+            self.mvcc.db_total_size_in_use.set(in_use as i64);
         }
         if let Some(keys) = g.keys {
-            self.keys_total.set(keys as i64);
+            self.mvcc.keys_total.set(keys as i64);
         }
         if let Some(rev) = g.current_revision {
-            self.current_revision.set(rev);
+            self.mvcc.current_revision.set(rev);
         }
         if let Some(rev) = g.compact_revision {
-            self.compact_revision.set(rev);
+            self.mvcc.compact_revision.set(rev);
         }
-        self.watch_stream_total.set(g.watch_streams as i64);
-        self.watcher_total.set(g.watchers as i64);
-        self.slow_watcher_total.set(g.unsynced_watchers as i64);
+        self.mvcc.watch_stream_total.set(g.watch_streams as i64);
+        self.mvcc.watcher_total.set(g.watchers as i64);
+        self.mvcc.slow_watcher_total.set(g.unsynced_watchers as i64);
 
         let mut out = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -113,7 +113,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> SResult<()> {
         if let Some(c) = committed {
-            self.metrics.proposals_committed.set(c.index as i64);
+            self.metrics.server.proposals_committed.set(c.index as i64);
         }
         let bytes = to_bytes(&committed).map_err(|e| super::serr::write(AnyError::new(&e)))?;
         // Not synced: losing it only means re-learning the commit point from the leader.
@@ -147,7 +147,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .store
             .raft_log_append(encoded.iter().map(|(i, b)| (*i, b.as_slice())))
             .map_err(|e| AnyError::new(&e));
-        self.metrics.wal_fsync.observe(started.elapsed().as_secs_f64());
+        self.metrics.disk.wal_fsync.observe(started.elapsed().as_secs_f64());
         // The append is synced (raft_log_append fsyncs) before the callback reports it.
         match written {
             Ok(()) => {

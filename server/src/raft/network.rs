@@ -111,7 +111,11 @@ impl PeerLink {
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&LinkError(e.clone())))),
         };
         let payload = to_bytes(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.metrics.peer_sent_bytes.with_label_values(&[self.to.as_str()]).inc_by(payload.len() as u64);
+        self.metrics
+            .network
+            .peer_sent_bytes
+            .with_label_values(&[self.to.as_str()])
+            .inc_by(payload.len() as u64);
         let msg = tonic::Request::new(RaftMessage { payload });
         let ttl = option.hard_ttl();
         let mut client = client;
@@ -127,11 +131,12 @@ impl PeerLink {
         match &replied {
             Ok(Ok(_)) if heartbeat => self
                 .metrics
+                .network
                 .peer_rtt
                 .with_label_values(&[self.to.as_str()])
                 .observe(started.elapsed().as_secs_f64()),
             Ok(Ok(_)) => {}
-            _ => self.metrics.peer_sent_failures.with_label_values(&[self.to.as_str()]).inc(),
+            _ => self.metrics.network.peer_sent_failures.with_label_values(&[self.to.as_str()]).inc(),
         }
         let reply = match replied {
             Err(_) => {

@@ -153,12 +153,12 @@ impl RaftNode {
         command: Command,
         by: Option<rkv_proto::rkvpb::AuthInfo>,
     ) -> Result<CommandResponse> {
-        self.metrics.proposals_pending.inc();
+        self.metrics.server.proposals_pending.inc();
         let result = self.propose_until_done(command, by).await;
-        self.metrics.proposals_pending.dec();
+        self.metrics.server.proposals_pending.dec();
         // etcd counts proposals that consensus failed, not requests the apply refused.
         if result.as_ref().is_err_and(ServerError::is_consensus_failure) {
-            self.metrics.proposals_failed.inc();
+            self.metrics.server.proposals_failed.inc();
         }
         result
     }
