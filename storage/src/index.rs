@@ -128,6 +128,11 @@ impl TreeIndex {
         self.keys.insert(key.to_vec(), KeyIndex::restored(created, modified, version));
     }
 
+    /// Restart path: a key whose first stored revision is a tombstone.
+    pub fn restore_tombstone(&mut self, key: &[u8], tombstone: Revision) {
+        self.keys.insert(key.to_vec(), KeyIndex::restored_tombstone(tombstone));
+    }
+
     pub fn key_index_mut(&mut self, key: &[u8]) -> Option<&mut KeyIndex> {
         self.keys.get_mut(key)
     }

@@ -9,17 +9,21 @@
 //! generations: {1.0, 2.0, 3.0(t)} {4.0, 5.0(t)} {empty}
 //! ```
 //!
-//! Compaction at revision R keeps, per key, the newest revision at or below R unless it is a
-//! tombstone, and every revision above R:
+//! Compaction at revision R keeps, per key, the newest revision at or below R, and every
+//! revision above R. A tombstone below R goes; a tombstone at exactly R stays, so that a watch
+//! from R still gets that delete (etcd 3.6's fix of etcd issue 18089; etcd 3.5.1 dropped it):
 //!
 //! ```text
 //! compact(2): {2.0, 3.0(t)} {4.0, 5.0(t)} {empty}
+//! compact(3): {3.0(t)} {4.0, 5.0(t)} {empty}
 //! compact(4): {4.0, 5.0(t)} {empty}
-//! compact(5): {empty}              -> the key disappears from the index
+//! compact(5): {5.0(t)} {empty}
+//! compact(6): {empty}              -> the key disappears from the index
 //! ```
 //!
 //! This is etcd's `key_index.go` model; keeping it means reads at any revision at or above the
-//! compacted one answer exactly as etcd does.
+//! compacted one, and watches from it, answer exactly as etcd does. `keep` (what HashKV
+//! hashes) still leaves out a tombstone at R, as etcd's does, so hashes stay equal to etcd's.
 
 use std::collections::HashSet;
 
@@ -69,6 +73,15 @@ impl KeyIndex {
     /// creation revision and version that compaction may have removed from the history.
     pub fn restored(created: Revision, modified: Revision, version: i64) -> Self {
         Self { modified, generations: vec![Generation { ver: version, created, revs: vec![modified] }] }
+    }
+
+    /// Rebuilds the index of a key whose oldest stored revision is a tombstone (a compaction at
+    /// exactly that revision kept it): without it, a later compaction there would drop the
+    /// delete a watch from that revision must see (etcd's `restoreTombstone`). The creation
+    /// revision is gone with the compacted history.
+    pub fn restored_tombstone(tombstone: Revision) -> Self {
+        let closed = Generation { ver: 1, created: Revision::default(), revs: vec![tombstone] };
+        Self { modified: tombstone, generations: vec![closed, Generation::default()] }
     }
 
     pub fn put(&mut self, rev: Revision) {
@@ -142,13 +155,13 @@ impl KeyIndex {
         self.generations.iter().flat_map(|g| g.revs.iter().copied()).filter(move |rev| rev.main > after)
     }
 
-    /// The first generation still alive at `at` or created after it (the last one if none is):
-    /// where a compaction at `at` starts keeping history. Requires at least one generation.
+    /// The first generation whose tombstone is not below `at` (the last one if none is): where
+    /// a compaction at `at` starts keeping history. Requires at least one generation.
     fn compaction_generation(&self, at: i64) -> usize {
         let last = self.generations.len() - 1;
         self.generations[..last]
             .iter()
-            .position(|g| g.revs.last().map_or(i64::MIN, |r| r.main) > at)
+            .position(|g| g.revs.last().map_or(i64::MIN, |r| r.main) >= at)
             .unwrap_or(last)
     }
 
@@ -162,7 +175,8 @@ impl KeyIndex {
         let gen_idx = self.compaction_generation(at);
         let g = &self.generations[gen_idx];
         if let Some(n) = g.newest_at_or_below(at) {
-            // The tombstone of a closed generation is not kept.
+            // A tombstone at `at` stays on disk but is not hashed, as in etcd (whose HashKV
+            // must give the same value as before it kept such tombstones).
             if !(n == g.revs.len() - 1 && gen_idx != last) {
                 keep.insert(g.revs[n]);
             }
@@ -175,19 +189,11 @@ impl KeyIndex {
         if self.generations.is_empty() {
             return;
         }
-        let last = self.generations.len() - 1;
-        let mut gen_idx = self.compaction_generation(at);
+        let gen_idx = self.compaction_generation(at);
         let g = &mut self.generations[gen_idx];
-        if !g.is_empty() {
-            if let Some(n) = g.newest_at_or_below(at) {
-                keep.insert(g.revs[n]);
-                g.revs.drain(..n);
-            }
-            // Only the tombstone left: the generation is over at `at`, nothing to keep.
-            if g.revs.len() == 1 && gen_idx != last {
-                keep.remove(&g.revs[0]);
-                gen_idx += 1;
-            }
+        if let Some(n) = g.newest_at_or_below(at) {
+            keep.insert(g.revs[n]);
+            g.revs.drain(..n);
         }
         self.generations.drain(..gen_idx);
     }
@@ -252,12 +258,15 @@ mod tests {
 
     #[test]
     fn compaction_keeps_what_reads_at_or_after_it_need() {
-        let cases: [(i64, &[i64], Option<i64>); 6] = [
+        // A tombstone at exactly the compacted revision stays (6 and 12), one below it goes.
+        let cases: [(i64, &[i64], Option<i64>); 8] = [
             (1, &[2, 4, 6, 8, 10, 12, 14], None),
             (3, &[2, 4, 6, 8, 10, 12, 14], Some(2)),
-            (6, &[8, 10, 12, 14], None),
+            (6, &[6, 8, 10, 12, 14], Some(6)),
+            (7, &[8, 10, 12, 14], None),
             (9, &[8, 10, 12, 14], Some(8)),
-            (12, &[14], None),
+            (12, &[12, 14], Some(12)),
+            (13, &[14], None),
             (20, &[14], Some(14)),
         ];
         for (at, remaining, kept) in cases {
@@ -280,7 +289,47 @@ mod tests {
         assert!(ki.tombstone(rev(3)));
         let mut keep = HashSet::new();
         ki.compact(3, &mut keep);
+        assert!(!ki.is_empty(), "a tombstone at the compacted revision stays");
+        assert_eq!(keep, [rev(3)].into_iter().collect());
+        let mut keep = HashSet::new();
+        ki.compact(4, &mut keep);
         assert!(ki.is_empty());
         assert!(keep.is_empty());
+    }
+
+    /// HashKV hashes what `keep` returns: etcd leaves a tombstone at the revision out of it.
+    #[test]
+    fn keep_leaves_out_a_tombstone_at_the_revision() {
+        let ki = history();
+        for (at, kept) in [(5, Some(4)), (6, None), (7, None), (12, None), (14, Some(14))] {
+            let mut keep = HashSet::new();
+            ki.keep(at, &mut keep);
+            assert_eq!(keep, kept.map(rev).into_iter().collect(), "keep({at})");
+        }
+    }
+
+    /// A restart that finds a key's history starting with a tombstone (kept by a compaction at
+    /// its revision) rebuilds it so that reads and the next compactions treat it as before.
+    #[test]
+    fn a_restored_tombstone_behaves_as_the_compacted_key() {
+        let mut compacted = KeyIndex::new();
+        compacted.put(rev(2));
+        assert!(compacted.tombstone(rev(3)));
+        compacted.put(rev(4));
+        compacted.compact(3, &mut HashSet::new());
+        let mut restored = KeyIndex::restored_tombstone(rev(3));
+        restored.put(rev(4));
+        for at in 3..6 {
+            assert_eq!(
+                restored.get(at).map(|k| (k.modified, k.version)),
+                compacted.get(at).map(|k| (k.modified, k.version)),
+                "get({at})"
+            );
+        }
+        let (mut a, mut b) = (HashSet::new(), HashSet::new());
+        restored.compact(3, &mut a);
+        compacted.compact(3, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(a, [rev(3)].into_iter().collect());
     }
 }

@@ -233,8 +233,9 @@ impl Store {
                     ki.tombstone(rev);
                 }
                 Some(ki) => ki.put(rev),
-                // A key whose history starts with a tombstone was compacted away.
-                None if tombstone => {}
+                // A history that starts with a tombstone: a compaction at exactly its revision
+                // kept it, for watches from there (key_index.rs).
+                None if tombstone => index.restore_tombstone(&kv.key, rev),
                 None => index.restore(&kv.key, Revision::new(kv.create_revision, 0), rev, kv.version),
             }
         }
