@@ -148,17 +148,44 @@ async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
     eprintln!("{} acknowledged writes over {cycles} kill cycles, none lost", acked.len());
 }
 
+/// How much later than the server's deadline a client may see its answer: loopback round trips
+/// and scheduling on a loaded 2-core machine, well under a second.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// Sends `request` (a `what` to a minority) and checks that it fails as etcd's does when its
+/// request timeout ends: Unavailable, "request timed out", no sooner than `request_timeout` and
+/// less than SLACK later.
+async fn assert_times_out_like_etcd<T: std::fmt::Debug>(
+    what: &str,
+    request_timeout: Duration,
+    request: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) {
+    let started = Instant::now();
+    let err = match request.await {
+        Ok(answer) => panic!("a minority answered a {what}: {answer:?}"),
+        Err(err) => err,
+    };
+    let took = started.elapsed();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::Unavailable, "etcdserver: request timed out"),
+        "{what}: {err:?}"
+    );
+    assert!(
+        took >= request_timeout && took < request_timeout + SLACK,
+        "the {what} failed after {took:?}; the request timeout is {request_timeout:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
     // etcd's default election timeout, given explicitly: the bounds below follow from it.
     let election_timeout = Duration::from_millis(1000);
     // etcd's request timeout (its ReqTimeout, rkv's request_timeout): 5 s plus two election
     // timeouts. rkv's /health and /readyz give up after two election timeouts. A client sees each
-    // answer up to SLACK later than the server's deadline: loopback round trips and scheduling
-    // on a loaded 2-core machine, well under a second.
+    // answer up to SLACK later than the server's deadline.
     let request_timeout = Duration::from_secs(5) + 2 * election_timeout;
     let probe_timeout = 2 * election_timeout;
-    const SLACK: Duration = Duration::from_secs(1);
     let dir = tempdir();
     let flag = format!("--election-timeout={}", election_timeout.as_millis());
     let cluster = Cluster::start_with(dir.path(), 3, &[flag.as_str()]);
@@ -179,37 +206,19 @@ async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
     // blame ("possibly due to connection lost") and no newly elected leader to blame
     // ("possibly due to previous leader failure"). No leader is elected to change to, and
     // "no leader" is etcd's answer only to requests that ask for a leader (WithRequireLeader).
-    let started = Instant::now();
-    let err = client
-        .put(PutRequest { key: b"during".to_vec(), value: b"1".to_vec(), ..Default::default() })
-        .await
-        .expect_err("a minority must not write");
-    let took = started.elapsed();
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::Unavailable, "etcdserver: request timed out"),
-        "{err:?}"
-    );
-    assert!(
-        took >= request_timeout && took < request_timeout + SLACK,
-        "the put failed after {took:?}; the request timeout is {request_timeout:?}"
-    );
-    let started = Instant::now();
-    let err = client
-        .range(RangeRequest { key: b"before".to_vec(), ..Default::default() })
-        .await
-        .expect_err("a minority must not serve a linearizable read");
-    let took = started.elapsed();
+    assert_times_out_like_etcd(
+        "put",
+        request_timeout,
+        client.put(PutRequest { key: b"during".to_vec(), value: b"1".to_vec(), ..Default::default() }),
+    )
+    .await;
     // etcd's ReadIndex wait ends with its request timeout too, whatever the leader's state.
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::Unavailable, "etcdserver: request timed out"),
-        "{err:?}"
-    );
-    assert!(
-        took >= request_timeout && took < request_timeout + SLACK,
-        "the read failed after {took:?}; the request timeout is {request_timeout:?}"
-    );
+    assert_times_out_like_etcd(
+        "linearizable read",
+        request_timeout,
+        client.range(RangeRequest { key: b"before".to_vec(), ..Default::default() }),
+    )
+    .await;
     let started = Instant::now();
     let health = common::http_get(&cluster.members[alone], "/health");
     assert!(health.starts_with("HTTP/1.1 503"), "{health}");
