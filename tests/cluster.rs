@@ -5,16 +5,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rkv_proto::etcdserverpb::{
     watch_create_request::FilterType, PutRequest, RangeRequest, WatchCreateRequest,
 };
 
-use common::cluster::{assert_same_history, hash_kv, keys, kv, prefix_end, wait_acked, write_load, Cluster};
+use common::cluster::{
+    assert_no_acknowledged_write_lost, assert_same_history, hash_kv, keys, kv, prefix_end, Cluster, WriteLoad,
+};
 use common::watch::WatchConn;
-use common::{assert_acknowledged_writes_present, channel, etcdctl, tempdir, Rkv, Server};
+use common::{channel, etcdctl, tempdir, Rkv, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_write_read_and_watch_on_any_member() {
@@ -110,14 +111,9 @@ async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
     let cycles: usize = std::env::var("RKV_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let dir = tempdir();
     let mut cluster = Cluster::start(dir.path(), 3);
-    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(Mutex::new(false));
-    let writers: Vec<_> =
-        (0..4).map(|w| tokio::spawn(write_load(endpoints.clone(), w, acked.clone(), stop.clone()))).collect();
+    let load = WriteLoad::start(&cluster, 4);
     for cycle in 0..cycles {
-        let before = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-        wait_acked(&acked, before + 100).await;
+        load.wait_for_more(100).await;
         if cycle + 1 == cycles {
             // The last cycle kills every member at once.
             for m in &mut cluster.members {
@@ -128,23 +124,14 @@ async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
             let leader = cluster.leader().await;
             cluster.members[leader].kill9();
             // Clients go on through the other two members under a new leader.
-            let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-            wait_acked(&acked, now + 100).await;
+            load.wait_for_more(100).await;
             assert_ne!(cluster.leader().await, leader);
             cluster.start_all();
         }
     }
-    let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-    wait_acked(&acked, now + 50).await;
-    *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    for w in writers {
-        let _ = w.await;
-    }
-    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for m in &cluster.members {
-        assert_acknowledged_writes_present(m, &acked, &format!("after {cycles} kill cycles")).await;
-    }
-    assert_same_history(&cluster).await;
+    load.wait_for_more(50).await;
+    let acked = load.stop().await;
+    assert_no_acknowledged_write_lost(&cluster, &acked, &format!("after {cycles} kill cycles")).await;
     eprintln!("{} acknowledged writes over {cycles} kill cycles, none lost", acked.len());
 }
 
@@ -615,16 +602,12 @@ async fn snapshot_save_under_load_restores_a_new_cluster() {
             PutRequest { key: format!("k/{i:03}").into_bytes(), value: vec![b'v'; i], ..Default::default() };
         client.put(put).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let endpoints: Vec<String> = old.members.iter().map(|m| m.endpoint()).collect();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(Mutex::new(false));
-    let writer = tokio::spawn(write_load(endpoints, 0, acked.clone(), stop.clone()));
-    wait_acked(&acked, 50).await;
+    let load = WriteLoad::start(&old, 1);
+    load.wait_for_more(50).await;
     let file = dir.path().join("backup.db");
     let saved = rctl(&old.members[1], &["snapshot", "save", &file.display().to_string()], None);
     assert_eq!(saved.code, 0, "{saved:?}");
-    *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    let _ = writer.await;
+    load.stop().await;
 
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
     let restore =
