@@ -17,7 +17,7 @@ use rkv_proto::etcdserverpb::{kv_client::KvClient, CompactionRequest, PutRequest
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
-use common::{tempdir, Etcd, Rkv, Server};
+use common::{channel, tempdir, Etcd, Rkv, Server};
 
 const CLIENTS: usize = 64;
 
@@ -32,14 +32,6 @@ struct Figures {
     /// p99 of puts before the defragment, for scale.
     p99_before: Duration,
     puts_during_defrag: usize,
-}
-
-async fn connect(server: &dyn Server) -> Channel {
-    tonic::transport::Endpoint::from_shared(server.url())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Puts `keys` keys of 256 bytes from CLIENTS concurrent clients.
@@ -78,7 +70,7 @@ async fn run(
     keys: usize,
     restore: &dyn Fn(&Path, &Path) -> Duration,
 ) -> Figures {
-    let channel = connect(server).await;
+    let channel = channel(server).await;
     let load_time = load(&channel, keys, b'a').await;
     let file = dir.join("snapshot.db");
     let endpoint = format!("--endpoints={}", server.endpoint());

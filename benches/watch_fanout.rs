@@ -16,9 +16,8 @@ use rkv_proto::etcdserverpb::{
 };
 use tokio::sync::{mpsc, Mutex};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
-use common::{tempdir, Etcd, Rkv, Server};
+use common::{channel, tempdir, Etcd, Rkv, Server};
 
 const CONNECTIONS: usize = 10;
 const STREAMS_PER_CONNECTION: usize = 10;
@@ -31,14 +30,6 @@ struct Result {
     events_per_sec: f64,
     p50: Duration,
     p99: Duration,
-}
-
-async fn connect(server: &dyn Server) -> Channel {
-    tonic::transport::Endpoint::from_shared(server.url())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn create(id: i64) -> WatchRequest {
@@ -60,7 +51,7 @@ async fn run(server: &dyn Server, pid: u32, puts: usize) -> Result {
     let (ready_tx, mut ready_rx) = mpsc::channel::<()>(CONNECTIONS * STREAMS_PER_CONNECTION);
     let mut keep = Vec::new();
     for c in 0..CONNECTIONS {
-        let channel = connect(server).await;
+        let channel = channel(server).await;
         for s in 0..STREAMS_PER_CONNECTION {
             let (tx, rx) = mpsc::channel(WATCHERS_PER_STREAM + 1);
             for w in 0..WATCHERS_PER_STREAM {
@@ -104,7 +95,7 @@ async fn run(server: &dyn Server, pid: u32, puts: usize) -> Result {
     for w in 0..WATCHERS_PER_STREAM {
         stalled_tx.send(create(w as i64)).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let _stalled = WatchClient::new(connect(server).await)
+    let _stalled = WatchClient::new(channel(server).await)
         .watch(ReceiverStream::new(stalled_rx))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -114,7 +105,7 @@ async fn run(server: &dyn Server, pid: u32, puts: usize) -> Result {
             .await
             .unwrap_or_else(|_| panic!("watch creation timed out"));
     }
-    let mut kv = KvClient::new(connect(server).await);
+    let mut kv = KvClient::new(channel(server).await);
     let value = vec![b'x'; 256];
     let mut sent = Vec::with_capacity(puts);
     let start = Instant::now();

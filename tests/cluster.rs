@@ -5,16 +5,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rkv_proto::etcdserverpb::{
     watch_create_request::FilterType, PutRequest, RangeRequest, WatchCreateRequest,
 };
 
-use common::cluster::{assert_same_history, hash_kv, keys, kv, prefix_end, wait_acked, write_load, Cluster};
+use common::cluster::{
+    assert_no_acknowledged_write_lost, assert_same_history, hash_kv, keys, kv, prefix_end, Cluster, WriteLoad,
+};
 use common::watch::WatchConn;
-use common::{assert_acknowledged_writes_present, channel, etcdctl, tempdir, Rkv, Server};
+use common::{channel, etcdctl, tempdir, Rkv, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_write_read_and_watch_on_any_member() {
@@ -110,14 +111,9 @@ async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
     let cycles: usize = std::env::var("RKV_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let dir = tempdir();
     let mut cluster = Cluster::start(dir.path(), 3);
-    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(Mutex::new(false));
-    let writers: Vec<_> =
-        (0..4).map(|w| tokio::spawn(write_load(endpoints.clone(), w, acked.clone(), stop.clone()))).collect();
+    let load = WriteLoad::start(&cluster, 4);
     for cycle in 0..cycles {
-        let before = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-        wait_acked(&acked, before + 100).await;
+        load.wait_for_more(100).await;
         if cycle + 1 == cycles {
             // The last cycle kills every member at once.
             for m in &mut cluster.members {
@@ -128,24 +124,44 @@ async fn kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
             let leader = cluster.leader().await;
             cluster.members[leader].kill9();
             // Clients go on through the other two members under a new leader.
-            let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-            wait_acked(&acked, now + 100).await;
+            load.wait_for_more(100).await;
             assert_ne!(cluster.leader().await, leader);
             cluster.start_all();
         }
     }
-    let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-    wait_acked(&acked, now + 50).await;
-    *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    for w in writers {
-        let _ = w.await;
-    }
-    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for m in &cluster.members {
-        assert_acknowledged_writes_present(m, &acked, &format!("after {cycles} kill cycles")).await;
-    }
-    assert_same_history(&cluster).await;
+    load.wait_for_more(50).await;
+    let acked = load.stop().await;
+    assert_no_acknowledged_write_lost(&cluster, &acked, &format!("after {cycles} kill cycles")).await;
     eprintln!("{} acknowledged writes over {cycles} kill cycles, none lost", acked.len());
+}
+
+/// How much later than the server's deadline a client may see its answer: loopback round trips
+/// and scheduling on a loaded 2-core machine, well under a second.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// Sends `request` (a `what` to a minority) and checks that it fails as etcd's does when its
+/// request timeout ends: Unavailable, "request timed out", no sooner than `request_timeout` and
+/// less than SLACK later.
+async fn assert_times_out_like_etcd<T: std::fmt::Debug>(
+    what: &str,
+    request_timeout: Duration,
+    request: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) {
+    let started = Instant::now();
+    let err = match request.await {
+        Ok(answer) => panic!("a minority answered a {what}: {answer:?}"),
+        Err(err) => err,
+    };
+    let took = started.elapsed();
+    assert_eq!(
+        (err.code(), err.message()),
+        (tonic::Code::Unavailable, "etcdserver: request timed out"),
+        "{what}: {err:?}"
+    );
+    assert!(
+        took >= request_timeout && took < request_timeout + SLACK,
+        "the {what} failed after {took:?}; the request timeout is {request_timeout:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,11 +170,9 @@ async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
     let election_timeout = Duration::from_millis(1000);
     // etcd's request timeout (its ReqTimeout, rkv's request_timeout): 5 s plus two election
     // timeouts. rkv's /health and /readyz give up after two election timeouts. A client sees each
-    // answer up to SLACK later than the server's deadline: loopback round trips and scheduling
-    // on a loaded 2-core machine, well under a second.
+    // answer up to SLACK later than the server's deadline.
     let request_timeout = Duration::from_secs(5) + 2 * election_timeout;
     let probe_timeout = 2 * election_timeout;
-    const SLACK: Duration = Duration::from_secs(1);
     let dir = tempdir();
     let flag = format!("--election-timeout={}", election_timeout.as_millis());
     let cluster = Cluster::start_with(dir.path(), 3, &[flag.as_str()]);
@@ -179,37 +193,19 @@ async fn a_minority_neither_writes_nor_reads_linearizably_then_converges() {
     // blame ("possibly due to connection lost") and no newly elected leader to blame
     // ("possibly due to previous leader failure"). No leader is elected to change to, and
     // "no leader" is etcd's answer only to requests that ask for a leader (WithRequireLeader).
-    let started = Instant::now();
-    let err = client
-        .put(PutRequest { key: b"during".to_vec(), value: b"1".to_vec(), ..Default::default() })
-        .await
-        .expect_err("a minority must not write");
-    let took = started.elapsed();
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::Unavailable, "etcdserver: request timed out"),
-        "{err:?}"
-    );
-    assert!(
-        took >= request_timeout && took < request_timeout + SLACK,
-        "the put failed after {took:?}; the request timeout is {request_timeout:?}"
-    );
-    let started = Instant::now();
-    let err = client
-        .range(RangeRequest { key: b"before".to_vec(), ..Default::default() })
-        .await
-        .expect_err("a minority must not serve a linearizable read");
-    let took = started.elapsed();
+    assert_times_out_like_etcd(
+        "put",
+        request_timeout,
+        client.put(PutRequest { key: b"during".to_vec(), value: b"1".to_vec(), ..Default::default() }),
+    )
+    .await;
     // etcd's ReadIndex wait ends with its request timeout too, whatever the leader's state.
-    assert_eq!(
-        (err.code(), err.message()),
-        (tonic::Code::Unavailable, "etcdserver: request timed out"),
-        "{err:?}"
-    );
-    assert!(
-        took >= request_timeout && took < request_timeout + SLACK,
-        "the read failed after {took:?}; the request timeout is {request_timeout:?}"
-    );
+    assert_times_out_like_etcd(
+        "linearizable read",
+        request_timeout,
+        client.range(RangeRequest { key: b"before".to_vec(), ..Default::default() }),
+    )
+    .await;
     let started = Instant::now();
     let health = common::http_get(&cluster.members[alone], "/health");
     assert!(health.starts_with("HTTP/1.1 503"), "{health}");
@@ -606,16 +602,12 @@ async fn snapshot_save_under_load_restores_a_new_cluster() {
             PutRequest { key: format!("k/{i:03}").into_bytes(), value: vec![b'v'; i], ..Default::default() };
         client.put(put).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let endpoints: Vec<String> = old.members.iter().map(|m| m.endpoint()).collect();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(Mutex::new(false));
-    let writer = tokio::spawn(write_load(endpoints, 0, acked.clone(), stop.clone()));
-    wait_acked(&acked, 50).await;
+    let load = WriteLoad::start(&old, 1);
+    load.wait_for_more(50).await;
     let file = dir.path().join("backup.db");
     let saved = rctl(&old.members[1], &["snapshot", "save", &file.display().to_string()], None);
     assert_eq!(saved.code, 0, "{saved:?}");
-    *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    let _ = writer.await;
+    load.stop().await;
 
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
     let restore =

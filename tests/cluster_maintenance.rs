@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use common::cluster::{assert_same_history, keys, status, wait_acked, write_load, Cluster};
-use common::{assert_acknowledged_writes_present, etcdctl, rctl, tempdir, Server};
+use common::cluster::{assert_no_acknowledged_write_lost, keys, status, Cluster, WriteLoad};
+use common::{etcdctl, rctl, tempdir, Server};
 
 /// The member ID of each member, in `members` order.
 async fn member_ids(cluster: &Cluster) -> Vec<u64> {
@@ -22,13 +22,9 @@ async fn move_leader_hands_over_under_load_as_etcdctl_expects() {
     let dir = tempdir();
     let cluster = Cluster::start(dir.path(), 3);
     let ids = member_ids(&cluster).await;
-    let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
-    let all = format!("--endpoints={}", endpoints.join(","));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(Mutex::new(false));
-    let writers: Vec<_> =
-        (0..3).map(|w| tokio::spawn(write_load(endpoints.clone(), w, acked.clone(), stop.clone()))).collect();
-    wait_acked(&acked, 50).await;
+    let all = format!("--endpoints={}", cluster.endpoints());
+    let load = WriteLoad::start(&cluster, 3);
+    load.wait_for_more(50).await;
 
     let old = cluster.leader().await;
     let target = (old + 1) % 3;
@@ -38,26 +34,17 @@ async fn move_leader_hands_over_under_load_as_etcdctl_expects() {
     assert_eq!(moved.code, 0, "{moved:?}\n{}", cluster.members[old].log_text());
     assert_eq!(moved.stdout, format!("Leadership transferred from {:x} to {:x}\n", ids[old], ids[target]));
     assert_eq!(cluster.leader().await, target);
-    let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-    wait_acked(&acked, now + 50).await;
+    load.wait_for_more(50).await;
 
     // rctl moves it back, printing the same line.
     let back = rctl(&cluster.members[0], &[&all, "move-leader", &format!("{:x}", ids[old])], None);
     assert_eq!(back.code, 0, "{back:?}");
     assert_eq!(back.stdout, format!("Leadership transferred from {:x} to {:x}\n", ids[target], ids[old]));
     assert_eq!(cluster.leader().await, old);
-    let now = acked.lock().unwrap_or_else(|e| e.into_inner()).len();
-    wait_acked(&acked, now + 50).await;
+    load.wait_for_more(50).await;
 
-    *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
-    for w in writers {
-        let _ = w.await;
-    }
-    let acked = acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for m in &cluster.members {
-        assert_acknowledged_writes_present(m, &acked, "after two leadership transfers").await;
-    }
-    assert_same_history(&cluster).await;
+    let acked = load.stop().await;
+    assert_no_acknowledged_write_lost(&cluster, &acked, "after two leadership transfers").await;
 
     // The errors, as etcdctl prints them: a transferee that is no member, no leader among the
     // endpoints given, a bad ID, and the leader itself (nothing to do).

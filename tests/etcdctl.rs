@@ -75,15 +75,17 @@ fn split(line: &'static str) -> Vec<&'static str> {
     out
 }
 
+/// A command-line client (`etcdctl` or `rctl`) run against a server.
+type Cli = fn(&dyn Server, &[&str], Option<&str>) -> CliRun;
+
+/// Runs the session with each (name, client, server) and compares every command's output.
 fn compare_sessions(
-    a_name: &str,
-    a: impl Fn(&[&str], Option<&str>) -> CliRun,
-    b_name: &str,
-    b: impl Fn(&[&str], Option<&str>) -> CliRun,
+    (a_name, a, a_server): (&str, Cli, &dyn Server),
+    (b_name, b, b_server): (&str, Cli, &dyn Server),
 ) {
     let mut mismatches = Vec::new();
     for (args, stdin) in session() {
-        let (ra, rb) = (a(&args, stdin), b(&args, stdin));
+        let (ra, rb) = (a(a_server, &args, stdin), b(b_server, &args, stdin));
         if ra != rb {
             mismatches.push(format!(
                 "`{}` (stdin {stdin:?}):\n  {a_name}: {ra:?}\n  {b_name}: {rb:?}",
@@ -99,12 +101,7 @@ fn etcdctl_prints_the_same_against_rkv_as_against_etcd() {
     let dir = tempdir();
     let etcd = Etcd::start(dir.path());
     let rkv = Rkv::start_like(dir.path(), &etcd);
-    compare_sessions(
-        "etcd",
-        |args, stdin| etcdctl(&etcd, args, stdin),
-        "rkv",
-        |args, stdin| etcdctl(&rkv, args, stdin),
-    );
+    compare_sessions(("etcd", etcdctl, &etcd), ("rkv", etcdctl, &rkv));
 }
 
 #[test]
@@ -112,12 +109,7 @@ fn rctl_prints_what_etcdctl_prints() {
     let (d1, d2) = (tempdir(), tempdir());
     let for_etcdctl = Rkv::start(d1.path());
     let for_rctl = Rkv::start(d2.path());
-    compare_sessions(
-        "etcdctl",
-        |args, stdin| etcdctl(&for_etcdctl, args, stdin),
-        "rctl",
-        |args, stdin| rctl(&for_rctl, args, stdin),
-    );
+    compare_sessions(("etcdctl", etcdctl, &for_etcdctl), ("rctl", rctl, &for_rctl));
 }
 
 /// Endpoint status differs where the servers differ (version, database size, raft index:

@@ -188,15 +188,13 @@ async fn expiry_deletes_attached_keys() {
         let put = PutRequest { key: k.into(), value: b"v".to_vec(), lease: lease.id, ..Default::default() };
         kv.put(put).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let mut w = WatchConn::open(&rkv).await;
-    w.create(WatchCreateRequest {
+    let watch = WatchCreateRequest {
         key: b"/e/".to_vec(),
         range_end: b"/e0".to_vec(),
         prev_kv: true,
         ..Default::default()
-    })
-    .await;
-    w.expect("created").await;
+    };
+    let mut w = WatchConn::open_watching(&rkv, watch).await;
     let deletes = w.expect("DELETE events of the expiry").await;
     let expired_after = granted.elapsed();
     assert_eq!(deletes.events.len(), 3, "all keys of a lease go in one revision: {deletes:?}");

@@ -5,16 +5,8 @@
 mod common;
 
 use common::cluster::Cluster;
-use common::tls::{flag, Ca};
-use common::{etcdctl, rctl, tempdir, CliRun, Rkv, Url};
-
-fn tls_member(dir: &std::path::Path, extra: &[&str]) -> Rkv {
-    let mut rkv = Rkv::new(dir, extra);
-    rkv.client_scheme = "https";
-    let offset = rkv.launch();
-    rkv.wait_ready(offset);
-    rkv
-}
+use common::tls::{client_cert_auth_member, curl, flag, peer_tls_cluster, tls_member, Ca};
+use common::{etcdctl, rctl, tempdir, CliRun, Url};
 
 /// Runs the same command with etcdctl and rctl; both must succeed or both fail.
 fn both(url: &Url, args: &[&str]) -> (CliRun, CliRun) {
@@ -28,19 +20,9 @@ fn client_certificates_are_required_and_checked() {
     let dir = tempdir();
     let ca = Ca::new(dir.path(), "trusted");
     let other = Ca::new(dir.path(), "other");
-    let server = ca.issue("server");
     let alice = ca.issue("alice");
     let mallory = other.issue("mallory");
-    let rkv = tls_member(
-        dir.path(),
-        &[
-            &flag("cert-file", &server.cert),
-            &flag("key-file", &server.key),
-            &flag("trusted-ca-file", &ca.cert),
-            "--client-cert-auth",
-        ],
-    );
-    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    let (rkv, url) = client_cert_auth_member(dir.path(), &ca, &[]);
     let cacert = flag("cacert", &ca.cert);
     let (cert, key) = (flag("cert", &alice.cert), flag("key", &alice.key));
     let good = [cacert.as_str(), cert.as_str(), key.as_str()];
@@ -76,16 +58,8 @@ fn client_certificates_are_required_and_checked() {
     let plain = Url(format!("http://127.0.0.1:{}", rkv.port));
     assert_ne!(rctl(&plain, &[quick, "get", "k"], None).code, 0);
     // The HTTP endpoints are served over TLS too.
-    let health = std::process::Command::new("curl")
-        .args(["-s", "--cacert"])
-        .arg(&ca.cert)
-        .arg("--cert")
-        .arg(&alice.cert)
-        .arg("--key")
-        .arg(&alice.key)
-        .arg(format!("https://127.0.0.1:{}/health", rkv.port))
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let health_url = format!("https://127.0.0.1:{}/health", rkv.port);
+    let health = curl(&health_url, &alice, &["--cacert", &ca.cert.display().to_string()]);
     assert_eq!(String::from_utf8_lossy(&health.stdout), r#"{"health":"true","reason":""}"#);
 }
 
@@ -96,16 +70,15 @@ fn server_tls_without_client_auth_and_auto_tls() {
     let server = ca.issue("server");
     let plain_dir = dir.path().join("files");
     std::fs::create_dir_all(&plain_dir).unwrap_or_else(|e| panic!("{e}"));
-    let rkv = tls_member(&plain_dir, &[&flag("cert-file", &server.cert), &flag("key-file", &server.key)]);
-    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    let (_rkv, url) =
+        tls_member(&plain_dir, &[&flag("cert-file", &server.cert), &flag("key-file", &server.key)]);
     let cacert = flag("cacert", &ca.cert);
     let (e, r) = both(&url, &[cacert.as_str(), "put", "a", "1"]);
     assert_eq!((e.stdout.as_str(), r.stdout.as_str()), ("OK\n", "OK\n"));
 
     let auto_dir = dir.path().join("auto");
     std::fs::create_dir_all(&auto_dir).unwrap_or_else(|e| panic!("{e}"));
-    let auto = tls_member(&auto_dir, &["--auto-tls"]);
-    let url = Url(format!("https://127.0.0.1:{}", auto.port));
+    let (_auto, url) = tls_member(&auto_dir, &["--auto-tls"]);
     // A generated certificate is trusted by no one: clients must skip verification, which
     // etcdctl does only with a TLS configuration of its own (--insecure-transport=false).
     for args in [
@@ -151,17 +124,7 @@ async fn peer_tls_cluster_survives_the_loss_of_its_leader() {
     let dir = tempdir();
     let ca = Ca::new(dir.path(), "peer");
     let peer = ca.issue("peer");
-    let mut cluster = Cluster::start_on(
-        dir.path(),
-        3,
-        "https",
-        &[
-            &flag("peer-cert-file", &peer.cert),
-            &flag("peer-key-file", &peer.key),
-            &flag("peer-trusted-ca-file", &ca.cert),
-            "--peer-client-cert-auth",
-        ],
-    );
+    let mut cluster = peer_tls_cluster(dir.path(), 3, &ca, &peer, &[]);
     for (i, m) in cluster.members.iter().enumerate() {
         assert_eq!(etcdctl(m, &["put", &format!("k{i}"), "v"], None).code, 0);
     }
@@ -179,15 +142,7 @@ async fn peer_tls_cluster_survives_the_loss_of_its_leader() {
     // A member whose certificate the peer CA did not sign cannot take part.
     let stranger_ca = Ca::new(dir.path(), "stranger");
     let stranger = stranger_ca.issue("stranger");
-    let member_url = cluster.peers[0].1.clone();
-    let probe = std::process::Command::new("curl")
-        .args(["-s", "-k", "--cert"])
-        .arg(&stranger.cert)
-        .arg("--key")
-        .arg(&stranger.key)
-        .arg(format!("{member_url}/rkvpb.Peer/Members"))
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"));
+    let probe = curl(&format!("{}/rkvpb.Peer/Members", cluster.peers[0].1), &stranger, &["-k"]);
     assert!(!probe.status.success(), "a stranger's certificate was accepted: {probe:?}");
 }
 
@@ -207,18 +162,8 @@ async fn peer_auto_tls_cluster() {
 fn certificate_common_name_is_the_user() {
     let dir = tempdir();
     let ca = Ca::new(dir.path(), "trusted");
-    let server = ca.issue("server");
     let alice = ca.issue("alice");
-    let rkv = tls_member(
-        dir.path(),
-        &[
-            &flag("cert-file", &server.cert),
-            &flag("key-file", &server.key),
-            &flag("trusted-ca-file", &ca.cert),
-            "--client-cert-auth",
-        ],
-    );
-    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    let (_rkv, url) = client_cert_auth_member(dir.path(), &ca, &[]);
     let (cacert, cert, key) = (flag("cacert", &ca.cert), flag("cert", &alice.cert), flag("key", &alice.key));
     let tls = [cacert.as_str(), cert.as_str(), key.as_str()];
     let as_root = [&tls[..], &["--user=root:rootpw"]].concat();

@@ -4,53 +4,18 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::cluster::Cluster;
-use common::tls::{flag, Ca, Pair};
-use common::{etcdctl, tempdir, Rkv, Url};
-
-fn tls_member(dir: &Path, extra: &[&str]) -> Rkv {
-    let mut rkv = Rkv::new(dir, extra);
-    rkv.client_scheme = "https";
-    let offset = rkv.launch();
-    rkv.wait_ready(offset);
-    rkv
-}
-
-/// curl with a client certificate (server not verified); its exit code says whether the TLS
-/// handshake, and so the request, went through.
-fn curl(url: &str, pair: &Pair, extra: &[&str]) -> Output {
-    Command::new("curl")
-        .args(["-s", "-k", "-o", "/dev/null", "--max-time", "10"])
-        .args(extra)
-        .arg("--cert")
-        .arg(&pair.cert)
-        .arg("--key")
-        .arg(&pair.key)
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("curl: {e}"))
-}
+use common::tls::{client_cert_auth_member, curl, flag, peer_tls_cluster, tls_member, Ca, Pair};
+use common::{etcdctl, tempdir};
 
 #[test]
 fn revoked_client_certificates_are_refused() {
     let dir = tempdir();
     let ca = Ca::new(dir.path(), "ca");
-    let (server, alice, bob) = (ca.issue("server"), ca.issue("alice"), ca.issue("bob"));
+    let (alice, bob) = (ca.issue("alice"), ca.issue("bob"));
     let crl = ca.crl(&[&bob]);
-    let rkv = tls_member(
-        dir.path(),
-        &[
-            &flag("cert-file", &server.cert),
-            &flag("key-file", &server.key),
-            &flag("trusted-ca-file", &ca.cert),
-            "--client-cert-auth",
-            &flag("client-crl-file", &crl),
-        ],
-    );
-    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    let (rkv, url) = client_cert_auth_member(dir.path(), &ca, &[&flag("client-crl-file", &crl)]);
     let cacert = flag("cacert", &ca.cert);
     let as_user = |pair: &Pair, args: &[&str]| {
         let (cert, key) = (flag("cert", &pair.cert), flag("key", &pair.key));
@@ -66,8 +31,8 @@ fn revoked_client_certificates_are_refused() {
     assert_ne!(revoked.code, 0, "a revoked certificate was accepted: {revoked:?}");
     assert!(!revoked.stdout.contains('v'));
     let health = format!("https://127.0.0.1:{}/health", rkv.port);
-    assert!(curl(&health, &alice, &[]).status.success());
-    assert!(!curl(&health, &bob, &[]).status.success());
+    assert!(curl(&health, &alice, &["-k"]).status.success());
+    assert!(!curl(&health, &bob, &["-k"]).status.success());
 }
 
 /// Members that must present CN "peer": the cluster forms and survives with such
@@ -81,27 +46,21 @@ async fn peers_must_present_the_allowed_common_name() {
     let intruder = ca.issue("intruder");
     let revoked = ca.issue_as("peer", "peer-revoked");
     let crl = ca.crl(&[&revoked]);
-    let cluster = Cluster::start_on(
+    let cluster = peer_tls_cluster(
         dir.path(),
         3,
-        "https",
-        &[
-            &flag("peer-cert-file", &peer.cert),
-            &flag("peer-key-file", &peer.key),
-            &flag("peer-trusted-ca-file", &ca.cert),
-            "--peer-client-cert-auth",
-            "--peer-cert-allowed-cn=peer",
-            &flag("peer-crl-file", &crl),
-        ],
+        &ca,
+        &peer,
+        &["--peer-cert-allowed-cn=peer", &flag("peer-crl-file", &crl)],
     );
     let put = etcdctl(&cluster.members[0], &["put", "k", "v"], None);
     assert_eq!(put.code, 0, "{put:?}");
     let got = etcdctl(&cluster.members[2], &["get", "k", "--print-value-only"], None);
     assert_eq!(got.stdout, "v\n");
     let members = format!("{}/rkvpb.Peer/Members", cluster.peers[0].1);
-    assert!(curl(&members, &peer, &[]).status.success(), "the allowed name was refused");
-    assert!(!curl(&members, &intruder, &[]).status.success(), "another name was accepted");
-    assert!(!curl(&members, &revoked, &[]).status.success(), "a revoked certificate was accepted");
+    assert!(curl(&members, &peer, &["-k"]).status.success(), "the allowed name was refused");
+    assert!(!curl(&members, &intruder, &["-k"]).status.success(), "another name was accepted");
+    assert!(!curl(&members, &revoked, &["-k"]).status.success(), "a revoked certificate was accepted");
 }
 
 #[test]
@@ -110,7 +69,7 @@ fn cipher_suites_limit_tls12() {
     let ca = Ca::new(dir.path(), "ca");
     let server = ca.issue("server");
     let files = [flag("cert-file", &server.cert), flag("key-file", &server.key)];
-    let rkv = tls_member(
+    let (rkv, url) = tls_member(
         dir.path(),
         &[
             &files[0],
@@ -119,13 +78,13 @@ fn cipher_suites_limit_tls12() {
         ],
     );
     let health = format!("https://127.0.0.1:{}/health", rkv.port);
-    let tls12 =
-        |cipher: &str| curl(&health, &server, &["--tls-max", "1.2", "--ciphers", cipher]).status.success();
+    let tls12 = |cipher: &str| {
+        curl(&health, &server, &["-k", "--tls-max", "1.2", "--ciphers", cipher]).status.success()
+    };
     assert!(tls12("ECDHE-ECDSA-AES128-GCM-SHA256"), "the configured suite was refused");
     assert!(!tls12("ECDHE-ECDSA-AES256-GCM-SHA384"), "a suite not configured was accepted");
     // TLS 1.3 is not limited (Go does not let its suites be configured either).
-    assert!(curl(&health, &server, &["--tlsv1.3"]).status.success());
-    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    assert!(curl(&health, &server, &["-k", "--tlsv1.3"]).status.success());
     let run = etcdctl(&url, &[&flag("cacert", &ca.cert), "put", "a", "1"], None);
     assert_eq!(run.code, 0, "{run:?}");
 

@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use rkv_proto::etcdserverpb::{
     kv_client::KvClient, watch_client::WatchClient, watch_request::RequestUnion, CompactionRequest,
-    DeleteRangeRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, WatchCreateRequest, WatchRequest,
+    WatchResponse,
 };
 use rkv_proto::mvccpb::event::EventType;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
+use common::cluster::prefix_end;
 use common::watch::WatchConn;
 use common::{channel, tempdir, Etcd, Rkv, Server};
 
@@ -23,13 +27,9 @@ fn put(k: &str, v: &str) -> PutRequest {
 }
 
 fn prefix_watch(prefix: &str, start: i64) -> WatchCreateRequest {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
     WatchCreateRequest {
         key: prefix.into(),
-        range_end: end,
+        range_end: prefix_end(prefix.as_bytes()),
         start_revision: start,
         prev_kv: true,
         ..Default::default()
@@ -38,10 +38,7 @@ fn prefix_watch(prefix: &str, start: i64) -> WatchCreateRequest {
 
 /// Checks one recorded stream of a watcher: ordered, no duplicates, each revision whole in one
 /// response, prev_kv equal to the store at revision-1; returns (revision, key, type) in order.
-async fn validate(
-    client: &mut KvClient<tonic::transport::Channel>,
-    resps: &[WatchResponse],
-) -> Vec<(i64, Vec<u8>, i32)> {
+async fn validate(client: &mut KvClient<Channel>, resps: &[WatchResponse]) -> Vec<(i64, Vec<u8>, i32)> {
     let mut out = Vec::new();
     let mut last_rev = 0;
     for r in resps {
@@ -71,14 +68,11 @@ async fn validate(
     out
 }
 
-async fn kv_range(
-    kv: &mut KvClient<tonic::transport::Channel>,
-    req: RangeRequest,
-) -> rkv_proto::etcdserverpb::RangeResponse {
+async fn kv_range(kv: &mut KvClient<Channel>, req: RangeRequest) -> RangeResponse {
     kv.range(req).await.unwrap_or_else(|e| panic!("{e}")).into_inner()
 }
 
-fn kvs_at(r: rkv_proto::etcdserverpb::RangeResponse) -> Option<rkv_proto::mvccpb::KeyValue> {
+fn kvs_at(r: RangeResponse) -> Option<rkv_proto::mvccpb::KeyValue> {
     r.kvs.into_iter().next()
 }
 
@@ -98,49 +92,81 @@ async fn record(conn: &mut WatchConn, upto: i64) -> Vec<WatchResponse> {
     out
 }
 
+/// A put of `key`; the revision it was answered with.
+async fn put_at(kv: &mut KvClient<Channel>, key: &str, value: &str) -> i64 {
+    let answer = kv.put(put(key, value)).await.unwrap_or_else(|e| panic!("put {key}: {e}"));
+    answer.into_inner().header.map_or(0, |h| h.revision)
+}
+
+/// Every key under `prefix` with its value, read linearizably, and the revision of the read.
+async fn list(kv: &mut KvClient<Channel>, prefix: &str) -> (HashMap<Vec<u8>, Vec<u8>>, i64) {
+    let req =
+        RangeRequest { key: prefix.into(), range_end: prefix_end(prefix.as_bytes()), ..Default::default() };
+    let listed = kv_range(kv, req).await;
+    let revision = listed.header.map_or(0, |h| h.revision);
+    (listed.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect(), revision)
+}
+
+/// What one writer of `spawn_writers` did.
+struct Written {
+    /// How many of its writes changed something (a delete of a missing key changes nothing).
+    changes: usize,
+    /// The highest revision its writes were answered with.
+    last_rev: i64,
+}
+
+/// `writers` concurrent writers, each on a connection of its own making `writes` writes: write
+/// i of writer w goes to `key(w, i)`, a delete every `delete_every`th write, else a put.
+async fn spawn_writers(
+    rkv: &Rkv,
+    writers: usize,
+    writes: usize,
+    delete_every: usize,
+    key: fn(usize, usize) -> String,
+) -> Vec<JoinHandle<Written>> {
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let mut kv = KvClient::new(channel(rkv).await);
+        handles.push(tokio::spawn(async move {
+            let mut written = Written { changes: 0, last_rev: 0 };
+            for i in 0..writes {
+                let key = key(w, i);
+                let header = if i % delete_every == delete_every - 1 {
+                    let del = DeleteRangeRequest { key: key.into(), ..Default::default() };
+                    let r = kv.delete_range(del).await.unwrap_or_else(|e| panic!("{e}")).into_inner();
+                    written.changes += r.deleted as usize;
+                    r.header
+                } else {
+                    let r = kv.put(put(&key, &format!("{w}-{i}"))).await.unwrap_or_else(|e| panic!("{e}"));
+                    written.changes += 1;
+                    r.into_inner().header
+                };
+                written.last_rev = written.last_rev.max(header.map_or(0, |h| h.revision));
+            }
+            written
+        }));
+    }
+    handles
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_validated_streams() {
     let dir = tempdir();
     let rkv = Rkv::start(dir.path());
     // Watchers opened before, during and after the writes; all watch the whole prefix.
-    let mut early = WatchConn::open(&rkv).await;
-    early.create(prefix_watch("/v/", 0)).await;
-    early.expect("created").await;
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let mut kv = KvClient::new(channel(&rkv).await);
-        writers.push(tokio::spawn(async move {
-            // How many writes changed something (a delete of a missing key changes nothing).
-            let mut changes = 0;
-            for i in 0..150 {
-                let key = format!("/v/{}", (w * 7 + i) % 23);
-                if i % 9 == 8 {
-                    let del = DeleteRangeRequest { key: key.into(), ..Default::default() };
-                    let r = kv.delete_range(del).await.unwrap_or_else(|e| panic!("{e}"));
-                    changes += r.into_inner().deleted as usize;
-                } else {
-                    kv.put(put(&key, &format!("{w}-{i}"))).await.unwrap_or_else(|e| panic!("{e}"));
-                    changes += 1;
-                }
-            }
-            changes
-        }));
-    }
-    let mut during = WatchConn::open(&rkv).await;
-    during.create(prefix_watch("/v/", 1)).await;
-    during.expect("created").await;
+    let mut early = WatchConn::open_watching(&rkv, prefix_watch("/v/", 0)).await;
+    let writers = spawn_writers(&rkv, 4, 150, 9, |w, i| format!("/v/{}", (w * 7 + i) % 23)).await;
+    let mut during = WatchConn::open_watching(&rkv, prefix_watch("/v/", 1)).await;
     let mut changes = 0;
     for w in writers {
-        changes += w.await.unwrap_or_else(|e| panic!("{e}"));
+        changes += w.await.unwrap_or_else(|e| panic!("{e}")).changes;
     }
     let mut kv = KvClient::new(channel(&rkv).await);
     let last = kv_range(&mut kv, RangeRequest { key: "/v/".into(), ..Default::default() })
         .await
         .header
         .map_or(0, |h| h.revision);
-    let mut late = WatchConn::open(&rkv).await;
-    late.create(prefix_watch("/v/", 1)).await;
-    late.expect("created").await;
+    let mut late = WatchConn::open_watching(&rkv, prefix_watch("/v/", 1)).await;
 
     let reference = validate(&mut kv, &record(&mut late, last).await).await;
     let during = validate(&mut kv, &record(&mut during, last).await).await;
@@ -180,20 +206,14 @@ async fn a_stalled_stream_delays_no_one_and_loses_nothing() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut stalled =
         client.watch(ReceiverStream::new(stalled_rx)).await.unwrap_or_else(|e| panic!("{e}")).into_inner();
-    let mut live = WatchConn::open(&rkv).await;
-    live.create(prefix_watch("/s/", 0)).await;
-    live.expect("created").await;
+    let mut live = WatchConn::open_watching(&rkv, prefix_watch("/s/", 0)).await;
 
     let mut kv = KvClient::new(channel(&rkv).await);
     let value = "x".repeat(4096);
     let n = 2000;
     let mut last = 0;
     for i in 0..n {
-        let r = kv
-            .put(put(&format!("/s/{i}"), &value))
-            .await
-            .unwrap_or_else(|e| panic!("write {i} blocked: {e}"));
-        last = r.into_inner().header.map_or(0, |h| h.revision);
+        last = put_at(&mut kv, &format!("/s/{i}"), &value).await;
     }
     // The live stream has everything although the stalled one has read nothing (~8 MB behind).
     let got = record(&mut live, last).await;
@@ -217,18 +237,10 @@ async fn resume_after_restart_misses_nothing() {
     let dir = tempdir();
     let mut rkv = Rkv::start(dir.path());
     let mut kv = KvClient::new(channel(&rkv).await);
-    let mut w = WatchConn::open(&rkv).await;
-    w.create(prefix_watch("/r/", 0)).await;
-    w.expect("created").await;
+    let mut w = WatchConn::open_watching(&rkv, prefix_watch("/r/", 0)).await;
     let mut last = 0;
     for i in 0..20 {
-        last = kv
-            .put(put(&format!("/r/{i}"), "a"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_inner()
-            .header
-            .map_or(0, |h| h.revision);
+        last = put_at(&mut kv, &format!("/r/{i}"), "a").await;
     }
     let seen = record(&mut w, last).await;
     let resume_from =
@@ -239,17 +251,9 @@ async fn resume_after_restart_misses_nothing() {
     rkv.restart();
     let mut kv = KvClient::new(channel(&rkv).await);
     for i in 20..30 {
-        last = kv
-            .put(put(&format!("/r/{i}"), "b"))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_inner()
-            .header
-            .map_or(0, |h| h.revision);
+        last = put_at(&mut kv, &format!("/r/{i}"), "b").await;
     }
-    let mut w = WatchConn::open(&rkv).await;
-    w.create(prefix_watch("/r/", resume_from)).await;
-    w.expect("created").await;
+    let mut w = WatchConn::open_watching(&rkv, prefix_watch("/r/", resume_from)).await;
     let resumed = record(&mut w, last).await;
     let revs: Vec<i64> = resumed
         .iter()
@@ -374,44 +378,12 @@ async fn list_then_watch_with_progress_requests_under_writes() {
     for i in 0..20 {
         kv.put(put(&format!("/registry/pods/p{i}"), "0")).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let list = kv_range(
-        &mut kv,
-        RangeRequest {
-            key: "/registry/pods/".into(),
-            range_end: "/registry/pods0".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let list_rev = list.header.map_or(0, |h| h.revision);
-    let mut state: HashMap<Vec<u8>, Vec<u8>> = list.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let (mut state, list_rev) = list(&mut kv, "/registry/pods/").await;
 
-    let mut w = WatchConn::open(&rkv).await;
-    w.create(WatchCreateRequest { progress_notify: true, ..prefix_watch("/registry/pods/", list_rev + 1) })
-        .await;
-    w.expect("created").await;
-    let mut writers = Vec::new();
-    for t in 0..3 {
-        let mut kv = KvClient::new(channel(&rkv).await);
-        writers.push(tokio::spawn(async move {
-            let mut last = 0;
-            for i in 0..100 {
-                let key = format!("/registry/pods/p{}", (t * 31 + i) % 25);
-                let r = if i % 7 == 6 {
-                    let d = DeleteRangeRequest { key: key.into(), ..Default::default() };
-                    kv.delete_range(d).await.unwrap_or_else(|e| panic!("{e}")).into_inner().header
-                } else {
-                    kv.put(put(&key, &format!("{t}.{i}")))
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"))
-                        .into_inner()
-                        .header
-                };
-                last = last.max(r.map_or(0, |h| h.revision));
-            }
-            last
-        }));
-    }
+    let watch = WatchCreateRequest { progress_notify: true, ..prefix_watch("/registry/pods/", list_rev + 1) };
+    let mut w = WatchConn::open_watching(&rkv, watch).await;
+    let mut writers =
+        spawn_writers(&rkv, 3, 100, 7, |w, i| format!("/registry/pods/p{}", (w * 31 + i) % 25)).await;
     let mut final_rev = 0;
     let mut progress_floor = list_rev;
     let mut next_rev = list_rev + 1;
@@ -420,7 +392,7 @@ async fn list_then_watch_with_progress_requests_under_writes() {
     loop {
         if !writers_done && writers.iter().all(|h| h.is_finished()) {
             for h in writers.drain(..) {
-                final_rev = final_rev.max(h.await.unwrap_or_else(|e| panic!("{e}")));
+                final_rev = final_rev.max(h.await.unwrap_or_else(|e| panic!("{e}")).last_rev);
             }
             writers_done = true;
         }
@@ -453,16 +425,7 @@ async fn list_then_watch_with_progress_requests_under_writes() {
             break;
         }
     }
-    let now = kv_range(
-        &mut kv,
-        RangeRequest {
-            key: "/registry/pods/".into(),
-            range_end: "/registry/pods0".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    let expected: HashMap<Vec<u8>, Vec<u8>> = now.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let (expected, _) = list(&mut kv, "/registry/pods/").await;
     assert_eq!(state, expected, "list + watch events must rebuild the store");
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -39,7 +39,9 @@ impl TlsFlags {
         // Like etcdctl, skipping verification needs a TLS configuration from the flags: an
         // https endpoint alone gets Go's default one, which verifies.
         let builder = if self.insecure_skip_tls_verify && self.wanted() {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NoServerVerification(provider)))
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoServerVerification::new(&provider)))
         } else {
             let mut roots = RootCertStore::empty();
             match &self.cacert {
@@ -98,9 +100,43 @@ fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, CtlError> {
         .map_err(|e| file_error(path, e))
 }
 
+/// A verifier's handshake-signature methods, checked with the algorithms in field `$algorithms`
+/// as rustls' WebPKI verifiers check them. rustls names its free functions after the trait
+/// methods, so one template serves TLS 1.2 and TLS 1.3. (The server's TLS module has the same
+/// macro: rctl depends on no rkv crate but the proto one.)
+macro_rules! check_signatures_with {
+    ($algorithms:ident) => {
+        check_signatures_with!($algorithms: verify_tls12_signature, verify_tls13_signature);
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.$algorithms.supported_schemes()
+        }
+    };
+    ($algorithms:ident: $($verify:ident),+) => {
+        $(
+            fn $verify(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                rustls::crypto::$verify(message, cert, dss, &self.$algorithms)
+            }
+        )+
+    };
+}
+
 /// --insecure-skip-tls-verify: any server certificate is accepted (signatures still checked).
 #[derive(Debug)]
-struct NoServerVerification(Arc<CryptoProvider>);
+struct NoServerVerification {
+    signature_algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl NoServerVerification {
+    fn new(provider: &CryptoProvider) -> Self {
+        Self { signature_algorithms: provider.signature_verification_algorithms }
+    }
+}
 
 impl ServerCertVerifier for NoServerVerification {
     fn verify_server_cert(
@@ -114,27 +150,7 @@ impl ServerCertVerifier for NoServerVerification {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    check_signatures_with!(signature_algorithms);
 }
 
 /// A tonic connector: TCP within the dial timeout, then the TLS handshake.

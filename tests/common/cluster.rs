@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use rkv_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use rkv_proto::etcdserverpb::{kv_client::KvClient, HashKvRequest, PutRequest, RangeRequest, StatusRequest};
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::{channel, free_port, Acked, Rkv, Server};
+use super::{assert_acknowledged_writes_present, channel, free_port, Acked, Rkv, Server};
 
 pub struct Cluster {
     pub members: Vec<Rkv>,
@@ -220,9 +221,50 @@ pub async fn assert_same_history(cluster: &Cluster) {
     }
 }
 
+/// Writers putting unique keys through the members of a cluster, each moving on to another
+/// member when one fails it, and every write they saw acknowledged.
+pub struct WriteLoad {
+    acked: Arc<Mutex<Vec<Acked>>>,
+    stop: Arc<Mutex<bool>>,
+    writers: Vec<JoinHandle<()>>,
+}
+
+impl WriteLoad {
+    /// Starts `writers` writers over the members of `cluster` (writer w starts at member w).
+    pub fn start(cluster: &Cluster, writers: usize) -> WriteLoad {
+        let endpoints: Vec<String> = cluster.members.iter().map(|m| m.endpoint()).collect();
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(Mutex::new(false));
+        let writers = (0..writers)
+            .map(|w| tokio::spawn(write_load(endpoints.clone(), w, acked.clone(), stop.clone())))
+            .collect();
+        WriteLoad { acked, stop, writers }
+    }
+
+    /// Waits until `more` writes beyond those acknowledged so far are acknowledged.
+    pub async fn wait_for_more(&self, more: usize) {
+        let at_least = self.acked.lock().unwrap_or_else(|e| e.into_inner()).len() + more;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.acked.lock().unwrap_or_else(|e| e.into_inner()).len() < at_least {
+            assert!(Instant::now() < deadline, "writes stalled below {at_least}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the writers; returns every write they saw acknowledged.
+    pub async fn stop(self) -> Vec<Acked> {
+        *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        for w in self.writers {
+            let _ = w.await;
+        }
+        let acked = self.acked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        acked
+    }
+}
+
 /// Puts unique keys through any member until told to stop; records every acknowledged key with
 /// the revision of its answer.
-pub async fn write_load(
+async fn write_load(
     endpoints: Vec<String>,
     writer: usize,
     acked: Arc<Mutex<Vec<Acked>>>,
@@ -264,12 +306,13 @@ pub async fn write_load(
     }
 }
 
-pub async fn wait_acked(acked: &Arc<Mutex<Vec<Acked>>>, at_least: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap_or_else(|e| e.into_inner()).len() < at_least {
-        assert!(Instant::now() < deadline, "writes stalled below {at_least}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Panics unless every member of `cluster` holds every write in `acked` (see
+/// `assert_acknowledged_writes_present`) and all members hold the same history.
+pub async fn assert_no_acknowledged_write_lost(cluster: &Cluster, acked: &[Acked], context: &str) {
+    for m in &cluster.members {
+        assert_acknowledged_writes_present(m, acked, context).await;
     }
+    assert_same_history(cluster).await;
 }
 
 pub async fn hash_kv(m: &Rkv, revision: i64) -> (u32, i64) {

@@ -520,8 +520,8 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
 }
 
-/// A gRPC connection for the raw-API tests.
-pub async fn channel(server: &impl Server) -> tonic::transport::Channel {
+/// A gRPC connection for the raw-API tests and the benchmarks.
+pub async fn channel(server: &(impl Server + ?Sized)) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(server.url())
         .unwrap_or_else(|e| panic!("endpoint: {e}"))
         .connect()

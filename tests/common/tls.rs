@@ -2,9 +2,11 @@
 //! names 127.0.0.1 and localhost, client and server usage) written as PEM files.
 
 use std::path::{Path, PathBuf};
-
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::cluster::Cluster;
+use super::{Rkv, Url};
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
@@ -100,4 +102,58 @@ impl Ca {
 /// `--flag=path` for a command line.
 pub fn flag(name: &str, path: &Path) -> String {
     format!("--{name}={}", path.display())
+}
+
+/// A member serving clients over https with `extra` flags (its certificate among them, or
+/// --auto-tls), once it is ready; and its client URL.
+pub fn tls_member(dir: &Path, extra: &[&str]) -> (Rkv, Url) {
+    let mut rkv = Rkv::new(dir, extra);
+    rkv.client_scheme = "https";
+    let offset = rkv.launch();
+    rkv.wait_ready(offset);
+    let url = Url(format!("https://127.0.0.1:{}", rkv.port));
+    (rkv, url)
+}
+
+/// A member serving clients over https with a "server" certificate of `ca`, requiring a client
+/// certificate `ca` signed (--client-cert-auth), with `extra` flags; and its client URL.
+pub fn client_cert_auth_member(dir: &Path, ca: &Ca, extra: &[&str]) -> (Rkv, Url) {
+    let server = ca.issue("server");
+    let flags =
+        [flag("cert-file", &server.cert), flag("key-file", &server.key), flag("trusted-ca-file", &ca.cert)];
+    let flags: Vec<&str> =
+        flags.iter().map(String::as_str).chain(["--client-cert-auth"]).chain(extra.iter().copied()).collect();
+    tls_member(dir, &flags)
+}
+
+/// A cluster of `n` members on https peer URLs, each presenting `peer` and requiring a
+/// certificate `ca` signed from the others (--peer-client-cert-auth), with `extra` flags.
+pub fn peer_tls_cluster(dir: &Path, n: usize, ca: &Ca, peer: &Pair, extra: &[&str]) -> Cluster {
+    let flags = [
+        flag("peer-cert-file", &peer.cert),
+        flag("peer-key-file", &peer.key),
+        flag("peer-trusted-ca-file", &ca.cert),
+    ];
+    let flags: Vec<&str> = flags
+        .iter()
+        .map(String::as_str)
+        .chain(["--peer-client-cert-auth"])
+        .chain(extra.iter().copied())
+        .collect();
+    Cluster::start_on(dir, n, "https", &flags)
+}
+
+/// curl with `pair` as its client certificate and `extra` options (-k: the server is not
+/// verified); its exit code says whether the TLS handshake, and so the request, went through.
+pub fn curl(url: &str, pair: &Pair, extra: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(extra)
+        .arg("--cert")
+        .arg(&pair.cert)
+        .arg("--key")
+        .arg(&pair.key)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("curl: {e}"))
 }

@@ -40,6 +40,15 @@ impl WatchConn {
         WatchConn { tx, rx }
     }
 
+    /// Opens a stream with one watcher, `c`, once the server has answered that it is created.
+    pub async fn open_watching(server: &impl Server, c: WatchCreateRequest) -> WatchConn {
+        let mut conn = WatchConn::open(server).await;
+        conn.create(c).await;
+        let created = conn.expect("created").await;
+        assert!(created.created, "the first answer to a create is not `created`: {created:?}");
+        conn
+    }
+
     pub async fn send(&self, r: RequestUnion) {
         self.tx.send(WatchRequest { request_union: Some(r) }).await.unwrap_or_else(|e| panic!("send: {e}"));
     }

@@ -7,7 +7,7 @@ use rkv_proto::rkvpb::AuthenticateCommand;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::apply::{Command, CommandResponse};
+use crate::apply::Command;
 use crate::error::ServerError;
 
 pub struct AuthService {
@@ -26,19 +26,18 @@ impl AuthService {
         change: AuthRequest,
     ) -> Result<Option<ResponseHeader>, Status> {
         let who = self.shared.who(request)?;
-        match self.shared.node.propose_as(Command::Auth(change), Some(who)).await? {
-            CommandResponse::Auth(_) => {
-                let mut header = None;
-                self.shared.fill_header(&mut header)?;
-                Ok(header)
-            }
-            _ => Err(ServerError::UnexpectedResponse.into()),
-        }
+        let _token: Option<String> = self.shared.propose_for(Command::Auth(change), Some(who)).await?;
+        self.header()
     }
 
     /// A read of the auth state as of now (etcd serves these through the log).
     async fn settle(&self) -> Result<Option<ResponseHeader>, Status> {
         self.shared.node.linearizable_barrier().await?;
+        self.header()
+    }
+
+    /// The header of a response built after it (its revision is the store's as of now).
+    fn header(&self) -> Result<Option<ResponseHeader>, Status> {
         let mut header = None;
         self.shared.fill_header(&mut header)?;
         Ok(header)
@@ -87,17 +86,15 @@ impl rkv_proto::etcdserverpb::auth_server::Auth for AuthService {
             };
             let token = auth.tokens.generate();
             let issue = AuthRequest::Authenticate(AuthenticateCommand { name: r.name.clone(), token });
-            let issued = self.shared.node.propose(Command::Auth(issue)).await?;
+            let issued: Option<String> = self.shared.propose_for(Command::Auth(issue), None).await?;
             // The password was checked against the state the token's revision names.
             if checked_at != auth.revision() {
                 continue;
             }
-            let CommandResponse::Auth(Some(token)) = issued else {
+            let Some(token) = issued else {
                 return Err(ServerError::UnexpectedResponse.into());
             };
-            let mut header = None;
-            self.shared.fill_header(&mut header)?;
-            return Ok(Response::new(AuthenticateResponse { header, token }));
+            return Ok(Response::new(AuthenticateResponse { header: self.header()?, token }));
         }
     }
 

@@ -7,10 +7,9 @@ use rkv_proto::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::apply::{check, kv, Command, CommandResponse};
+use crate::apply::{check, kv, Command};
 use crate::auth::Access;
 use crate::error::ServerError;
-use rkv_proto::rkvpb::AuthInfo;
 
 pub struct KvService {
     shared: Shared,
@@ -34,10 +33,6 @@ impl KvService {
             .map_err(Status::from)
     }
 
-    async fn propose(&self, command: Command, who: AuthInfo) -> Result<CommandResponse, Status> {
-        self.shared.node.propose_as(command, Some(who)).await.map_err(Status::from)
-    }
-
     async fn check_quota(&self) -> Result<(), Status> {
         let quota = self.shared.config.quota_backend_bytes;
         let size = self.shared.db_size_for_quota().map_err(ServerError::from)?;
@@ -50,10 +45,6 @@ impl KvService {
         }
         Ok(())
     }
-}
-
-fn unexpected() -> Status {
-    ServerError::UnexpectedResponse.into()
 }
 
 #[tonic::async_trait]
@@ -72,13 +63,12 @@ impl Kv for KvService {
         // saves the two thread switches of the blocking pool, the largest cost of a point read
         // (perf: 54% of a serializable-range load in kernel task switching). Ranges, which may
         // read thousands of keys, still go to the blocking pool.
-        let mut resp = if r.range_end.is_empty() {
+        let resp = if r.range_end.is_empty() {
             kv::range(&self.shared.store.read_view().map_err(ServerError::from)?, &r).map_err(Status::from)?
         } else {
             self.read(move |store| kv::range(&store.read_view()?, &r)).await?
         };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -88,11 +78,8 @@ impl Kv for KvService {
         check::check_put_request(&r)?;
         self.check_quota().await?;
         self.shared.check_proposal_size(&r)?;
-        let CommandResponse::Put(mut resp) = self.propose(Command::Put(r), who).await? else {
-            return Err(unexpected());
-        };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        let resp = self.shared.propose_for(Command::Put(r), Some(who)).await?;
+        self.shared.reply(resp)
     }
 
     async fn delete_range(
@@ -104,11 +91,8 @@ impl Kv for KvService {
         self.shared.check_message_size(&r)?;
         check::check_delete_request(&r)?;
         self.shared.check_proposal_size(&r)?;
-        let CommandResponse::DeleteRange(mut resp) = self.propose(Command::DeleteRange(r), who).await? else {
-            return Err(unexpected());
-        };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        let resp = self.shared.propose_for(Command::DeleteRange(r), Some(who)).await?;
+        self.shared.reply(resp)
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -116,7 +100,7 @@ impl Kv for KvService {
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         check::check_txn(&r, self.shared.config.max_txn_ops)?;
-        let mut resp = if kv::is_txn_read_only(&r) {
+        let resp = if kv::is_txn_read_only(&r) {
             self.shared.applier.auth.check_txn(&who, &r)?;
             crate::apply::count_txn_ops(&self.shared.metrics, &r);
             if !kv::is_txn_serializable(&r) {
@@ -136,13 +120,9 @@ impl Kv for KvService {
         } else {
             self.check_quota().await?;
             self.shared.check_proposal_size(&r)?;
-            let CommandResponse::Txn(resp) = self.propose(Command::Txn(r), who).await? else {
-                return Err(unexpected());
-            };
-            resp
+            self.shared.propose_for(Command::Txn(r), Some(who)).await?
         };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 
     async fn compact(
@@ -153,14 +133,11 @@ impl Kv for KvService {
         let r = request.into_inner();
         self.shared.check_message_size(&r)?;
         let (rev, physical) = (r.revision, r.physical);
-        let CommandResponse::Compact(mut resp) = self.propose(Command::Compact(r), who).await? else {
-            return Err(unexpected());
-        };
+        let resp = self.shared.propose_for(Command::Compact(r), Some(who)).await?;
         if physical {
             // etcd answers a physical compaction once this member has deleted the history.
             self.shared.applier.wait_compacted(rev).await?;
         }
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 }

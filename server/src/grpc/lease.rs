@@ -17,8 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
-use crate::apply::{Command, CommandResponse};
-use crate::error::ServerError;
+use crate::apply::Command;
 
 pub struct LeaseService {
     shared: Shared,
@@ -57,13 +56,8 @@ impl Lease for LeaseService {
         if r.id == 0 {
             r.id = self.new_id();
         }
-        let CommandResponse::LeaseGrant(mut resp) =
-            self.shared.node.propose_as(Command::LeaseGrant(r), Some(who)).await?
-        else {
-            return Err(ServerError::UnexpectedResponse.into());
-        };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        let resp = self.shared.propose_for(Command::LeaseGrant(r), Some(who)).await?;
+        self.shared.reply(resp)
     }
 
     async fn lease_revoke(
@@ -72,13 +66,8 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let who = self.shared.who(&request)?;
         let r = request.into_inner();
-        let CommandResponse::LeaseRevoke(mut resp) =
-            self.shared.node.propose_as(Command::LeaseRevoke(r), Some(who)).await?
-        else {
-            return Err(ServerError::UnexpectedResponse.into());
-        };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        let resp = self.shared.propose_for(Command::LeaseRevoke(r), Some(who)).await?;
+        self.shared.reply(resp)
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -117,9 +106,8 @@ impl Lease for LeaseService {
         }
         // The leader alone knows how much of a lease's TTL is left.
         if let Some(mut leader) = self.shared.node.leader_client().await? {
-            let mut resp = leader.lease_time_to_live(r).await?.into_inner();
-            self.shared.fill_header(&mut resp.header)?;
-            return Ok(Response::new(resp));
+            let resp = leader.lease_time_to_live(r).await?.into_inner();
+            return self.shared.reply(resp);
         }
         Ok(Response::new(time_to_live(&self.shared, r)?))
     }
@@ -129,9 +117,7 @@ impl Lease for LeaseService {
         _: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let leases = self.shared.lessor.list().into_iter().map(|id| LeaseStatus { id }).collect();
-        let mut resp = LeaseLeasesResponse { header: None, leases };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(LeaseLeasesResponse { header: None, leases })
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
-use crate::apply::{Command, CommandResponse};
+use crate::apply::Command;
 use crate::error::ServerError;
 use crate::version::ETCD_API_VERSION;
 
@@ -80,7 +80,7 @@ fn not_yet(what: &'static str) -> Status {
 impl Maintenance for MaintenanceService {
     async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         let r = request.into_inner();
-        let mut resp = match AlarmAction::try_from(r.action) {
+        let resp = match AlarmAction::try_from(r.action) {
             Ok(AlarmAction::Get) => {
                 // etcd's GET with alarm NONE lists every alarm; with a type, that type's.
                 let alarms = self
@@ -92,14 +92,10 @@ impl Maintenance for MaintenanceService {
                     .collect();
                 AlarmResponse { header: None, alarms }
             }
-            Ok(_) => match self.shared.node.propose(Command::Alarm(r)).await? {
-                CommandResponse::Alarm(resp) => resp,
-                _ => return Err(ServerError::UnexpectedResponse.into()),
-            },
+            Ok(_) => self.shared.propose_for(Command::Alarm(r), None).await?,
             Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
         };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -118,7 +114,7 @@ impl Maintenance for MaintenanceService {
             errors.push(format!("memberID:{} alarm:{name} ", a.member_id));
         }
         let is_learner = !metrics.membership_config.membership().voter_ids().any(|id| id == node.id);
-        let mut resp = StatusResponse {
+        let resp = StatusResponse {
             header: None,
             version: ETCD_API_VERSION.to_string(),
             db_size: db_size as i64,
@@ -133,8 +129,7 @@ impl Maintenance for MaintenanceService {
             db_size_quota: self.shared.config.quota_backend_bytes as i64,
             downgrade_info: None,
         };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 
     async fn defragment(
@@ -147,9 +142,7 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|_| Status::from(ServerError::Stopped))?
             .map_err(ServerError::from)?;
-        let mut resp = DefragmentResponse { header: None };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(DefragmentResponse { header: None })
     }
 
     async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -159,12 +152,11 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|_| Status::from(ServerError::Stopped))?
             .map_err(ServerError::from)?;
-        let mut resp = HashResponse {
+        let resp = HashResponse {
             header: Some(rkv_proto::etcdserverpb::ResponseHeader { revision: rev, ..Default::default() }),
             hash,
         };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -175,7 +167,7 @@ impl Maintenance for MaintenanceService {
             .await
             .map_err(|_| Status::from(ServerError::Stopped))?
             .map_err(ServerError::from)?;
-        let mut resp = HashKvResponse {
+        let resp = HashKvResponse {
             header: Some(rkv_proto::etcdserverpb::ResponseHeader {
                 revision: h.current_rev,
                 ..Default::default()
@@ -184,8 +176,7 @@ impl Maintenance for MaintenanceService {
             compact_revision: h.compact_rev,
             hash_revision: h.hash_rev,
         };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(resp)
     }
 
     type SnapshotStream = ReceiverStream<Result<SnapshotResponse, Status>>;
@@ -244,9 +235,7 @@ impl Maintenance for MaintenanceService {
         let target = request.into_inner().target_id;
         let node = &self.shared.node;
         node.transfer_leadership(target, node.request_deadline()).await?;
-        let mut resp = MoveLeaderResponse::default();
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(MoveLeaderResponse::default())
     }
 
     async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {

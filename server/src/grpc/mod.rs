@@ -7,16 +7,19 @@ pub mod kv;
 pub mod lease;
 pub mod maintenance;
 pub mod peer;
+mod response;
 pub mod watch;
 
 use prost::Message;
 use rkv_proto::etcdserverpb::ResponseHeader;
 use rkv_proto::rkvpb::AuthInfo;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
+use crate::apply::{Command, CommandResponse};
 use crate::error::ServerError;
 use crate::state::MemberState;
 pub use crate::state::Shared;
+use response::Headed;
 
 /// gRPC metadata keys a client's auth token may come in (etcd's, and its gateway's).
 const TOKEN_KEYS: [&str; 2] = ["token", "authorization"];
@@ -59,6 +62,24 @@ impl MemberState {
             h.revision = self.store.current_revision().map_err(ServerError::from)?;
         }
         Ok(())
+    }
+
+    /// `resp` as the answer to a request, with the header `fill_header` puts on it.
+    pub fn reply<T: Headed>(&self, mut resp: T) -> Result<Response<T>, Status> {
+        self.fill_header(resp.header_mut())?;
+        Ok(Response::new(resp))
+    }
+
+    /// Proposes a command on behalf of `who` (`None`: this member itself) and takes out the
+    /// applier's answer as the kind `T` the command has. An answer of another kind is a broken
+    /// contract of the applier, reported as etcd's unexpected-response error.
+    pub async fn propose_for<T: TryFrom<CommandResponse>>(
+        &self,
+        command: Command,
+        who: Option<AuthInfo>,
+    ) -> Result<T, Status> {
+        let answer = self.node.propose_as(command, who).await?;
+        T::try_from(answer).map_err(|_| ServerError::UnexpectedResponse.into())
     }
 
     /// The gRPC receive limit etcd sets (`--max-request-bytes` + 512 KiB), with grpc-go's error.

@@ -101,9 +101,7 @@ impl Peer for PeerService {
         let req = request.into_inner();
         // etcd answers an unknown or expired lease with TTL 0.
         let ttl = self.shared.lessor.renew(req.id).unwrap_or(0);
-        let mut resp = LeaseKeepAliveResponse { header: None, id: req.id, ttl };
-        self.shared.fill_header(&mut resp.header)?;
-        Ok(Response::new(resp))
+        self.shared.reply(LeaseKeepAliveResponse { header: None, id: req.id, ttl })
     }
 
     async fn lease_time_to_live(

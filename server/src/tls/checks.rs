@@ -1,19 +1,17 @@
 //! What etcd checks beyond the chain of trust: revoked certificates (--client-crl-file,
 //! --peer-crl-file), the peer's common name or host name (--peer-cert-allowed-cn,
 //! --peer-cert-allowed-hostname, --client-cert-allowed-hostname), and the TLS 1.2 cipher
-//! suites offered (--cipher-suites, Go's names).
+//! suites offered (--cipher-suites, Go's names). The verifiers that apply the identity check are
+//! in `verifiers.rs`.
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring::cipher_suite as suite;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme, SupportedCipherSuite};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
+use rustls::SupportedCipherSuite;
 
 use super::TlsError;
 
@@ -31,7 +29,7 @@ impl AllowedIdentity {
 
     /// etcd's VerifyPeerCertificate: the leaf's subject CN equals the allowed CN, or the leaf
     /// is valid for the allowed host name (a DNS or IP subject alternative name).
-    fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    pub(super) fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         if self.is_empty() {
             return Ok(());
         }
@@ -91,104 +89,6 @@ pub fn crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, T
         return Ok(vec![CertificateRevocationListDer::from(bytes)]);
     }
     Ok(from_pem)
-}
-
-/// A client verifier that also checks the allowed identity.
-#[derive(Debug)]
-pub struct IdentityClientVerifier {
-    pub inner: Arc<dyn ClientCertVerifier>,
-    pub allowed: AllowedIdentity,
-}
-
-impl ClientCertVerifier for IdentityClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        self.allowed.check(end_entity)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// A server verifier (this member dialing a peer) that also checks the allowed identity.
-#[derive(Debug)]
-pub struct IdentityServerVerifier {
-    pub inner: Arc<dyn ServerCertVerifier>,
-    pub allowed: AllowedIdentity,
-}
-
-impl ServerCertVerifier for IdentityServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
-        self.allowed.check(end_entity)?;
-        Ok(verified)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// Go's names for the TLS 1.2 suites rustls offers (with Go's older CHACHA20 aliases).

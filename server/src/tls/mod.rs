@@ -3,6 +3,7 @@
 //! twins. Servers offer h2 and http/1.1 by ALPN (grpc-go refuses a TLS server without h2).
 
 mod checks;
+mod verifiers;
 
 pub use checks::{check_cipher_suites, AllowedIdentity};
 
@@ -10,17 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use verifiers::{IdentityVerifier, NoServerVerification};
 
 /// One side's TLS flags (client or peer).
 #[derive(Debug, Clone, Default)]
@@ -82,7 +84,7 @@ fn client_verifier(
     ca: &Path,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone());
     if let Some(crl) = &files.crl {
         // etcd looks each presented certificate's serial up in the list; intermediates without
         // a list of their own are not refused for it.
@@ -95,7 +97,7 @@ fn client_verifier(
     if files.allowed.is_empty() {
         return Ok(inner);
     }
-    Ok(Arc::new(checks::IdentityClientVerifier { inner, allowed: files.allowed.clone() }))
+    Ok(Arc::new(IdentityVerifier::new(inner, files.allowed.clone(), &provider)))
 }
 
 fn versions(v: TlsVersions) -> Vec<&'static rustls::SupportedProtocolVersion> {
@@ -206,13 +208,13 @@ pub fn peer_client_config(
             let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone())
                 .build()
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            let verifier = checks::IdentityServerVerifier { inner, allowed: files.allowed.clone() };
+            let verifier = IdentityVerifier::new(inner, files.allowed.clone(), &provider);
             builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
         }
         Some(ca) => builder.with_root_certificates(roots(ca)?),
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider.clone()))),
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification::new(&provider))),
     };
     let mut config = if files.configured() {
         let (cert, key_path) = cert_and_key(files, generated_dir, hosts)?;
@@ -222,45 +224,6 @@ pub fn peer_client_config(
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Accepts any server certificate: etcd's behaviour towards auto-TLS peers.
-#[derive(Debug)]
-struct NoServerVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoServerVerification {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// A tonic connector for https URLs: TCP, then the TLS handshake with `config`.
