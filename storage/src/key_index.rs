@@ -155,13 +155,16 @@ impl KeyIndex {
         self.generations.iter().flat_map(|g| g.revs.iter().copied()).filter(move |rev| rev.main > after)
     }
 
-    /// The first generation whose tombstone is not below `at` (the last one if none is): where
-    /// a compaction at `at` starts keeping history. Requires at least one generation.
-    fn compaction_generation(&self, at: i64) -> usize {
+    /// The first generation whose tombstone is above `at` (or at it, with `at_too`), the last
+    /// one if none is. Requires at least one generation.
+    fn first_generation_ending_after(&self, at: i64, at_too: bool) -> usize {
         let last = self.generations.len() - 1;
         self.generations[..last]
             .iter()
-            .position(|g| g.revs.last().map_or(i64::MIN, |r| r.main) >= at)
+            .position(|g| {
+                let tombstone = g.revs.last().map_or(i64::MIN, |r| r.main);
+                tombstone > at || (at_too && tombstone == at)
+            })
             .unwrap_or(last)
     }
 
@@ -171,12 +174,12 @@ impl KeyIndex {
         if self.is_empty() {
             return;
         }
+        // What compactions kept before tombstones at `at` stayed: a tombstone at `at` stays on
+        // disk but is not hashed, so that HashKV gives the values etcd always gave.
         let last = self.generations.len() - 1;
-        let gen_idx = self.compaction_generation(at);
+        let gen_idx = self.first_generation_ending_after(at, false);
         let g = &self.generations[gen_idx];
         if let Some(n) = g.newest_at_or_below(at) {
-            // A tombstone at `at` stays on disk but is not hashed, as in etcd (whose HashKV
-            // must give the same value as before it kept such tombstones).
             if !(n == g.revs.len() - 1 && gen_idx != last) {
                 keep.insert(g.revs[n]);
             }
@@ -189,11 +192,19 @@ impl KeyIndex {
         if self.generations.is_empty() {
             return;
         }
-        let gen_idx = self.compaction_generation(at);
-        let g = &mut self.generations[gen_idx];
-        if let Some(n) = g.newest_at_or_below(at) {
+        let last = self.generations.len() - 1;
+        let gen_idx = self.first_generation_ending_after(at, true);
+        // A generation closed at exactly `at` may be followed by one recreated within revision
+        // `at` (a txn that deletes and puts the key): its value at `at` is kept too, or the
+        // live key would point at a deleted revision (etcd issue 22376).
+        for i in gen_idx..=last {
+            let g = &mut self.generations[i];
+            let Some(n) = g.newest_at_or_below(at) else { break };
             keep.insert(g.revs[n]);
             g.revs.drain(..n);
+            if i == last || g.revs.last().is_some_and(|r| r.main > at) {
+                break;
+            }
         }
         self.generations.drain(..gen_idx);
     }
@@ -295,6 +306,26 @@ mod tests {
         ki.compact(4, &mut keep);
         assert!(ki.is_empty());
         assert!(keep.is_empty());
+    }
+
+    /// A key deleted and put again within one revision (one txn), compacted at that revision:
+    /// the tombstone and the live value both stay, and reads and HashKV see the live value.
+    #[test]
+    fn a_key_recreated_within_the_compacted_revision_keeps_its_value() {
+        let sub = |main, sub| Revision::new(main, sub);
+        let mut ki = KeyIndex::new();
+        ki.put(sub(17, 0));
+        assert!(ki.tombstone(sub(18, 0)));
+        ki.put(sub(18, 1));
+        let before = ki.get(18);
+        let mut hashed = HashSet::new();
+        ki.keep(18, &mut hashed);
+        assert_eq!(hashed, [sub(18, 1)].into_iter().collect());
+        let mut keep = HashSet::new();
+        ki.compact(18, &mut keep);
+        assert_eq!(keep, [sub(18, 0), sub(18, 1)].into_iter().collect());
+        assert_eq!(ki.get(18), before);
+        assert_eq!(before.map(|k| k.modified), Some(sub(18, 1)));
     }
 
     /// HashKV hashes what `keep` returns: etcd leaves a tombstone at the revision out of it.
