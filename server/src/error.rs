@@ -112,6 +112,16 @@ pub enum ServerError {
     RootRoleNotExist,
     #[error("revision of auth store is old")]
     AuthOldRevision,
+    /// The lock and election services' own errors (etcd's `concurrency` recipes and
+    /// `v3election` server), which etcd returns as they are: codes.Unknown with the bare text.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
+    #[error("election: no leader")]
+    ElectionNoLeader,
+    #[error("election: not leader")]
+    ElectionNotLeader,
+    #[error("session: session is expired")]
+    SessionExpired,
     /// A failure inside the server that is no client's fault (etcd answers codes.Internal).
     #[error("{0}")]
     Internal(String),

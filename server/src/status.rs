@@ -85,6 +85,10 @@ impl From<&ServerError> for Status {
             | ServerError::RootRoleNotExist => (Code::FailedPrecondition, format!("etcdserver: {e}")),
             ServerError::Internal(_) => (Code::Internal, format!("etcdserver: {e}")),
             ServerError::Unknown(text) => (Code::Unknown, text.clone()),
+            ServerError::MissingLeaderKey
+            | ServerError::ElectionNoLeader
+            | ServerError::ElectionNotLeader
+            | ServerError::SessionExpired => (Code::Unknown, e.to_string()),
             ServerError::Timeout => (Code::Unavailable, "etcdserver: request timed out".into()),
             ServerError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed".into()),
             ServerError::Remote(status) => return status.clone(),

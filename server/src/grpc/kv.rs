@@ -10,6 +10,7 @@ use super::Shared;
 use crate::apply::{check, kv, Command};
 use crate::auth::Access;
 use crate::error::ServerError;
+use rkv_proto::rkvpb::AuthInfo;
 
 pub struct KvService {
     shared: Shared,
@@ -51,7 +52,48 @@ impl KvService {
 impl Kv for KvService {
     async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let who = self.shared.who(&request)?;
+        self.range_as(who, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.shared.who(&request)?;
+        self.put_as(who, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.shared.who(&request)?;
+        self.delete_range_as(who, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.shared.who(&request)?;
+        self.txn_as(who, request.into_inner()).await.map(Response::new)
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let who = self.shared.who(&request)?;
         let r = request.into_inner();
+        self.shared.check_message_size(&r)?;
+        let (rev, physical) = (r.revision, r.physical);
+        let resp = self.shared.propose_for(Command::Compact(r), Some(who)).await?;
+        if physical {
+            // etcd answers a physical compaction once this member has deleted the history.
+            self.shared.applier.wait_compacted(rev).await?;
+        }
+        self.shared.reply(resp)
+    }
+}
+
+impl KvService {
+    /// A Range on behalf of `who`, as the RPC answers it (the lock and election services call
+    /// this directly, as etcd's call its in-process client).
+    pub async fn range_as(&self, who: AuthInfo, r: RangeRequest) -> Result<RangeResponse, Status> {
         self.shared.check_message_size(&r)?;
         check::check_range_request(&r)?;
         self.shared.applier.auth.check(&who, &r.key, &r.range_end, Access::Read)?;
@@ -68,36 +110,31 @@ impl Kv for KvService {
         } else {
             self.read(move |store| kv::range(&store.read_view()?, &r)).await?
         };
-        self.shared.reply(resp)
+        self.shared.headed(resp)
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let who = self.shared.who(&request)?;
-        let r = request.into_inner();
+    pub async fn put_as(&self, who: AuthInfo, r: PutRequest) -> Result<PutResponse, Status> {
         self.shared.check_message_size(&r)?;
         check::check_put_request(&r)?;
         self.check_quota().await?;
         self.shared.check_proposal_size(&r)?;
         let resp = self.shared.propose_for(Command::Put(r), Some(who)).await?;
-        self.shared.reply(resp)
+        self.shared.headed(resp)
     }
 
-    async fn delete_range(
+    pub async fn delete_range_as(
         &self,
-        request: Request<DeleteRangeRequest>,
-    ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let who = self.shared.who(&request)?;
-        let r = request.into_inner();
+        who: AuthInfo,
+        r: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Status> {
         self.shared.check_message_size(&r)?;
         check::check_delete_request(&r)?;
         self.shared.check_proposal_size(&r)?;
         let resp = self.shared.propose_for(Command::DeleteRange(r), Some(who)).await?;
-        self.shared.reply(resp)
+        self.shared.headed(resp)
     }
 
-    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let who = self.shared.who(&request)?;
-        let r = request.into_inner();
+    pub async fn txn_as(&self, who: AuthInfo, r: TxnRequest) -> Result<TxnResponse, Status> {
         self.shared.check_message_size(&r)?;
         check::check_txn(&r, self.shared.config.max_txn_ops)?;
         let resp = if kv::is_txn_read_only(&r) {
@@ -122,22 +159,6 @@ impl Kv for KvService {
             self.shared.check_proposal_size(&r)?;
             self.shared.propose_for(Command::Txn(r), Some(who)).await?
         };
-        self.shared.reply(resp)
-    }
-
-    async fn compact(
-        &self,
-        request: Request<CompactionRequest>,
-    ) -> Result<Response<CompactionResponse>, Status> {
-        let who = self.shared.who(&request)?;
-        let r = request.into_inner();
-        self.shared.check_message_size(&r)?;
-        let (rev, physical) = (r.revision, r.physical);
-        let resp = self.shared.propose_for(Command::Compact(r), Some(who)).await?;
-        if physical {
-            // etcd answers a physical compaction once this member has deleted the history.
-            self.shared.applier.wait_compacted(rev).await?;
-        }
-        self.shared.reply(resp)
+        self.shared.headed(resp)
     }
 }

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::Shared;
 use crate::apply::Command;
+use rkv_proto::rkvpb::AuthInfo;
 
 pub struct LeaseService {
     shared: Shared,
@@ -43,6 +44,22 @@ impl LeaseService {
     }
 }
 
+impl LeaseService {
+    /// A LeaseGrant on behalf of `who`, as the RPC answers it (for the lock and election
+    /// services' sessions).
+    pub async fn grant_as(
+        &self,
+        who: AuthInfo,
+        mut r: LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, Status> {
+        if r.id == 0 {
+            r.id = self.new_id();
+        }
+        let resp = self.shared.propose_for(Command::LeaseGrant(r), Some(who)).await?;
+        self.shared.headed(resp)
+    }
+}
+
 type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -52,12 +69,7 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let who = self.shared.who(&request)?;
-        let mut r = request.into_inner();
-        if r.id == 0 {
-            r.id = self.new_id();
-        }
-        let resp = self.shared.propose_for(Command::LeaseGrant(r), Some(who)).await?;
-        self.shared.reply(resp)
+        self.grant_as(who, request.into_inner()).await.map(Response::new)
     }
 
     async fn lease_revoke(

@@ -3,10 +3,13 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod election;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod peer;
+mod recipes;
 mod response;
 pub mod watch;
 
@@ -65,9 +68,14 @@ impl MemberState {
     }
 
     /// `resp` as the answer to a request, with the header `fill_header` puts on it.
-    pub fn reply<T: Headed>(&self, mut resp: T) -> Result<Response<T>, Status> {
+    pub fn reply<T: Headed>(&self, resp: T) -> Result<Response<T>, Status> {
+        self.headed(resp).map(Response::new)
+    }
+
+    /// `resp` with the header `fill_header` puts on it.
+    pub fn headed<T: Headed>(&self, mut resp: T) -> Result<T, Status> {
         self.fill_header(resp.header_mut())?;
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
     /// Proposes a command on behalf of `who` (`None`: this member itself) and takes out the

@@ -10,6 +10,8 @@ use rkv_proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use rkv_proto::rkvpb::peer_server::PeerServer;
+use rkv_proto::v3electionpb::election_server::ElectionServer;
+use rkv_proto::v3lockpb::lock_server::LockServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,8 +21,9 @@ use tonic::service::Routes;
 use super::{background, boot, compactor, StartError};
 use crate::config::{Config, GRPC_OVERHEAD_BYTES};
 use crate::grpc::{
-    auth::AuthService, cluster::ClusterService, kv::KvService, lease::LeaseService,
-    maintenance::MaintenanceService, peer::PeerService, watch::WatchService,
+    auth::AuthService, cluster::ClusterService, election::ElectionService, kv::KvService,
+    lease::LeaseService, lock::LockService, maintenance::MaintenanceService, peer::PeerService,
+    watch::WatchService,
 };
 use crate::listen::{bind, bind_all, serve, serve_metrics, url_hosts};
 use crate::metrics::grpc::GrpcMetricsLayer;
@@ -128,6 +131,10 @@ fn routes(state: &Arc<MemberState>) -> Routes {
         .add_service(WatchServer::new(WatchService::new(state.clone())).max_decoding_message_size(max_decode))
         .add_service(LeaseServer::new(LeaseService::new(state.clone())).max_decoding_message_size(max_decode))
         .add_service(AuthServer::new(AuthService::new(state.clone())).max_decoding_message_size(max_decode))
+        .add_service(LockServer::new(LockService::new(state.clone())).max_decoding_message_size(max_decode))
+        .add_service(
+            ElectionServer::new(ElectionService::new(state.clone())).max_decoding_message_size(max_decode),
+        )
         .add_service(health_service);
     let mut routes = builder.routes();
     let grpc = std::mem::take(routes.axum_router_mut());
